@@ -1,0 +1,179 @@
+"""Background training jobs: a worker thread, a stop event and a lock-protected snapshot.
+
+The worker thread runs ``core.pipeline.train_run`` and turns its events into a ``JobSnapshot``
+that a UI can poll (``job.snapshot()``) without ever touching the trainer. Jobs belong to an
+owner (one browser session); ``JobRegistry.jobs(owner)`` never shows another owner's jobs.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from core.runs import DEFAULT_RUNS_DIR, new_run_id
+from core.training import AfterBatch, AfterEpoch, AfterFit, BeforeFit
+
+FINISHED = ("completed", "cancelled", "failed", "diverged")
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    job_id: str
+    owner: str
+    status: str  # queued | running | completed | cancelled | failed | diverged
+    message: str = ""
+    run_dir: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    steps_per_epoch: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    tokens_per_s: float = 0.0
+    elapsed: float = 0.0
+    eta_seconds: float | None = None
+    history: tuple[dict, ...] = ()  # one record per finished epoch
+    batch_losses: tuple[tuple[int, float], ...] = ()  # (global step, loss), thinned
+    log: tuple[str, ...] = ()
+    started: float = 0.0
+    finished: float | None = None
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def progress(self) -> float:
+        total = self.epochs * max(self.steps_per_epoch, 1)
+        if self.status == "completed":
+            return 1.0
+        return min(1.0, ((max(self.epoch - 1, 0)) * self.steps_per_epoch + self.step) / total) if total else 0.0
+
+
+class TrainingJob:
+    """One training run in a daemon thread. ``stop()`` cancels within one batch."""
+
+    MAX_BATCH_POINTS = 2000
+    MAX_LOG_LINES = 200
+
+    def __init__(self, config, owner: str, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, splits=None,
+                 run_id: str | None = None, train_fn: Callable | None = None):
+        self.config = config
+        self.owner = owner
+        self.job_id = run_id or new_run_id()
+        self.runs_dir = Path(runs_dir)
+        self._splits = splits
+        self._train_fn = train_fn
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._snapshot = JobSnapshot(self.job_id, owner, "queued", run_dir=str(self.runs_dir / self.job_id),
+                                     started=time.time())
+        self._thread = threading.Thread(target=self._run, name=f"train-{self.job_id}", daemon=True)
+
+    # ---- called from any thread
+    def start(self) -> "TrainingJob":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def join(self, timeout: float | None = None) -> JobSnapshot:
+        self._thread.join(timeout)
+        return self.snapshot()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # ---- worker thread only
+    def _update(self, **changes) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **changes)
+
+    def _log(self, line: str) -> None:
+        with self._lock:
+            log = (self._snapshot.log + (line,))[-self.MAX_LOG_LINES:]
+            self._snapshot = replace(self._snapshot, log=log)
+
+    def _on_event(self, event) -> None:
+        if isinstance(event, BeforeFit):
+            self._update(status="running", epochs=event.epochs, steps_per_epoch=event.steps_per_epoch,
+                         epoch=event.start_epoch)
+        elif isinstance(event, AfterBatch):
+            with self._lock:
+                snap = self._snapshot
+                points = snap.batch_losses + ((event.global_step, round(event.loss, 5)),)
+                if len(points) > self.MAX_BATCH_POINTS:
+                    points = points[::2]
+                done = (event.epoch - 1) * event.steps_per_epoch + event.step
+                total = snap.epochs * event.steps_per_epoch
+                eta = event.elapsed / done * (total - done) if done else None
+                self._snapshot = replace(snap, epoch=event.epoch, step=event.step,
+                                         steps_per_epoch=event.steps_per_epoch, loss=event.loss, lr=event.lr,
+                                         tokens_per_s=event.tokens_per_s, elapsed=event.elapsed,
+                                         eta_seconds=eta, batch_losses=points)
+        elif isinstance(event, AfterEpoch):
+            with self._lock:
+                self._snapshot = replace(self._snapshot, history=self._snapshot.history + (copy.deepcopy(event.record),))
+        elif isinstance(event, AfterFit):
+            pass  # the final status is set after the run is saved
+
+    def _run(self) -> None:
+        from core.pipeline import train_run
+
+        self._update(status="running")
+        train = self._train_fn or train_run
+        try:
+            result = train(self.config, splits=self._splits, runs_dir=self.runs_dir, run_id=self.job_id,
+                           callbacks=[self._on_event], stop=self._stop, log=self._log)
+            self._update(status=result.status, message=result.message, run_dir=str(result.run_dir),
+                         metrics=result.metrics, finished=time.time())
+        except Exception as err:  # the job reports the failure; the app keeps running
+            self._log(traceback.format_exc(limit=3))
+            self._update(status="failed", message=f"{type(err).__name__}: {err}", finished=time.time())
+
+
+class JobRegistry:
+    """All jobs of this process, by owner. Thread-safe; owners only ever see their own jobs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._jobs: dict[str, TrainingJob] = {}
+
+    def submit(self, config, owner: str, **kwargs) -> TrainingJob:
+        job = TrainingJob(config, owner, **kwargs)
+        with self._lock:
+            self._jobs[job.job_id] = job
+        return job.start()
+
+    def add(self, job: TrainingJob) -> TrainingJob:
+        with self._lock:
+            self._jobs[job.job_id] = job
+        return job
+
+    def get(self, job_id: str, owner: str) -> TrainingJob | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        return job if job is not None and job.owner == owner else None
+
+    def jobs(self, owner: str) -> list[TrainingJob]:
+        with self._lock:
+            return [j for j in self._jobs.values() if j.owner == owner]
+
+    def running_run_dirs(self, exclude_owner: str | None = None) -> set[str]:
+        """Run folders of unfinished jobs (of other owners): the app hides these."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return {str(Path(j.snapshot().run_dir).resolve()) for j in jobs
+                if j.owner != exclude_owner and not j.snapshot().done}

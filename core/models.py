@@ -1,0 +1,175 @@
+"""The LSTM classifier: embedding -> stacked (Bi)LSTM -> pooling -> one head per task.
+
+No loss, no optimiser, no I/O here. A saved run holds ``ModelConfig`` as JSON plus the weights,
+which is everything needed to rebuild the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+POOLINGS = ("last", "mean", "max", "attention")
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 2  # set from the vocabulary
+    embedding_dim: int = 100  # follows the pretrained vectors when they are used
+    hidden_dim: int = 128  # per direction
+    num_layers: int = 1
+    bidirectional: bool = True
+    dropout: float = 0.5  # on embeddings, between LSTM layers and before the heads
+    pooling: str = "max"  # last | mean | max | attention
+    packed: bool = True  # pack_padded_sequence: the LSTM never reads padding
+    layer_norm: bool = False  # LayerNorm after each LSTM layer
+    residual: bool = False  # add each LSTM layer's input to its output (from layer 2 on)
+    num_classes: list[int] = field(default_factory=lambda: [2])  # one entry per task
+    padding_idx: int = 0
+
+    def validate(self) -> "ModelConfig":
+        for name in ("vocab_size", "embedding_dim", "hidden_dim", "num_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"The '{name}' parameter must be an int >= 1. Got {value!r} instead.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"The 'dropout' parameter must be a float in [0, 1). Got {self.dropout!r} instead.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"The 'pooling' parameter must be one of {', '.join(POOLINGS)}. "
+                             f"Got {self.pooling!r} instead.")
+        if not self.num_classes or any(n < 2 for n in self.num_classes):
+            raise ValueError(f"Each task needs at least 2 classes. Got {self.num_classes!r}.")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def head_size(num_classes: int) -> int:
+    """Two classes share one logit (sigmoid); more classes get one logit each (softmax)."""
+    return 1 if num_classes == 2 else num_classes
+
+
+def logits_to_probs(logits: torch.Tensor) -> torch.Tensor:
+    """(B, 1) binary logits or (B, C) logits -> (B, C) class probabilities."""
+    if logits.shape[-1] == 1:
+        positive = torch.sigmoid(logits.float())
+        return torch.cat([1 - positive, positive], dim=-1)
+    return torch.softmax(logits.float(), dim=-1)
+
+
+class AdditiveAttention(nn.Module):
+    """score_t = v . tanh(W h_t); weights = softmax over real (non-pad) positions."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.score = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = self.score(torch.tanh(self.proj(states))).squeeze(-1)  # (B, T)
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        weights = torch.softmax(scores.float(), dim=-1).to(states.dtype)  # (B, T)
+        return torch.bmm(weights.unsqueeze(1), states).squeeze(1), weights  # (B, H), (B, T)
+
+
+def _map_packed(fn, x):
+    """Apply an elementwise-in-time function to a PackedSequence's data or to a tensor."""
+    if isinstance(x, PackedSequence):
+        return x._replace(data=fn(x.data))
+    return fn(x)
+
+
+class LSTMClassifier(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.padding_idx)
+        self.dropout = nn.Dropout(config.dropout)
+        directions = 2 if config.bidirectional else 1
+        out_dim = config.hidden_dim * directions
+        self.lstms = nn.ModuleList(
+            nn.LSTM(config.embedding_dim if i == 0 else out_dim, config.hidden_dim, batch_first=True,
+                    bidirectional=config.bidirectional)
+            for i in range(config.num_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(out_dim) for _ in range(config.num_layers)) \
+            if config.layer_norm else None
+        self.attention = AdditiveAttention(out_dim) if config.pooling == "attention" else None
+        self.heads = nn.ModuleList(nn.Linear(out_dim, head_size(n)) for n in config.num_classes)
+
+    def set_dropout(self, p: float) -> None:
+        """Change the dropout rate in place (used by the dropout schedule)."""
+        self.dropout.p = p
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)  # (B, T, E)
+
+    def encode(self, embedded: torch.Tensor, lengths: torch.Tensor,
+               state=None) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Run the LSTM stack. Returns states (B, T, H*dirs), last (B, H*dirs), final (h, c) per layer."""
+        B, T, _ = embedded.shape
+        x = self.dropout(embedded)
+        packed = self.config.packed
+        if packed:
+            x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        finals = []
+        for i, lstm in enumerate(self.lstms):
+            layer_in = x
+            x, (h, c) = lstm(x, None if state is None else state[i])
+            finals.append((h, c))
+            if i < len(self.lstms) - 1:
+                x = _map_packed(self.dropout, x)
+            if self.norms is not None:
+                x = _map_packed(self.norms[i], x)
+            if self.config.residual and i > 0:
+                x = x._replace(data=x.data + layer_in.data) if packed else x + layer_in
+        if packed:
+            x, _ = pad_packed_sequence(x, batch_first=True, total_length=T)
+        h = finals[-1][0]  # (dirs, B, H)
+        if self.config.bidirectional:
+            # forward direction ends at the last real token; the backward one at the first
+            last = torch.cat([h[0], h[1]], dim=-1) if packed else torch.cat(
+                [x[torch.arange(B), lengths.to(x.device) - 1, :self.config.hidden_dim],
+                 x[:, 0, self.config.hidden_dim:]], dim=-1)
+        else:
+            last = h[0] if packed else x[torch.arange(B), lengths.to(x.device) - 1]
+        return x, last, finals
+
+    def pool(self, states: torch.Tensor, last: torch.Tensor,
+             mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pooling = self.config.pooling
+        if pooling == "last":
+            return last, None
+        if pooling == "mean":
+            m = mask.unsqueeze(-1).to(states.dtype)
+            return (states * m).sum(1) / m.sum(1).clamp(min=1), None
+        if pooling == "max":
+            return states.masked_fill(~mask.unsqueeze(-1), torch.finfo(states.dtype).min).max(1).values, None
+        return self.attention(states, mask)
+
+    def forward_embedded(self, embedded: torch.Tensor, lengths: torch.Tensor,
+                         ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        T = embedded.shape[1]
+        mask = torch.arange(T, device=embedded.device).unsqueeze(0) < lengths.to(embedded.device).unsqueeze(1)
+        states, last, _ = self.encode(embedded, lengths)
+        pooled, weights = self.pool(states, last, mask)
+        pooled = self.dropout(pooled)
+        return [head(pooled) for head in self.heads], weights
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """ids (B, T), lengths (B,) -> ([logits (B, 1 or C) per task], attention weights (B, T) or None)."""
+        assert ids.dim() == 2, f"ids must be (batch, time), got shape {tuple(ids.shape)}"
+        return self.forward_embedded(self.embed(ids), lengths)
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    return LSTMClassifier(config)

@@ -1,0 +1,309 @@
+"""From data files to a saved run: load, split, tokenise, embed, train, evaluate, save.
+
+``RunConfig`` gathers the four config dataclasses; its JSON form is ``config.json`` in a run and
+what ``--config FILE.json`` reads. ``train_run`` is the one path used by the CLI, the app's
+background jobs and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from core import data as data_mod
+from core.data import DataError, TextTable
+from core.embeddings import build_embedding_matrix
+from core.models import ModelConfig, build_model
+from core.runs import (DEFAULT_RUNS_DIR, RunError, append_jsonl, atomic_save, atomic_write_json,
+                       new_run_id, safe_run_id, write_status)
+from core.text import TextConfig, TextEncoder, Vocabulary
+from core.training import AfterEpoch, Callback, FitResult, TrainConfig, evaluate_tasks, fit, resolve_device
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # CSV/TSV/JSONL path (optionally .gz)
+    valid: str = ""  # optional; carved from train when empty
+    test: str = ""  # optional; carved from train when empty
+    dataset: str = ""  # built-in dataset name instead of files: chinese-reviews, imdb, sst2
+    text_col: str = "text"
+    label_col: str = "label"  # several columns, comma-separated, train one head each
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+
+    @property
+    def label_cols(self) -> list[str]:
+        return [c.strip() for c in self.label_col.split(",") if c.strip()]
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    pretrained_vectors: str = ""  # glove-6b-50d, or a path to a GloVe/word2vec/fastText text file
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise ValueError("A config file must hold one JSON object with sections data, text, model, train.")
+        sections = {"data": DataConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig}
+        unknown = set(raw) - set(sections) - {"pretrained_vectors"}
+        if unknown:
+            raise ValueError(f"Unknown config section(s) {sorted(unknown)}; "
+                             f"expected {sorted(sections) + ['pretrained_vectors']}.")
+        built = {}
+        for name, cls_ in sections.items():
+            part = raw.get(name, {}) or {}
+            known = {f.name for f in fields(cls_)}
+            bad = set(part) - known
+            if bad:
+                raise ValueError(f"Unknown key(s) {sorted(bad)} in config section '{name}'; "
+                                 f"known keys: {sorted(known)}.")
+            built[name] = cls_(**part)
+        return cls(**built, pretrained_vectors=raw.get("pretrained_vectors", "") or "")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ValueError(f"Config file {path} not found.") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Config file {path} is not valid JSON: {err}.") from None
+        return cls.from_dict(raw)
+
+
+@dataclass
+class Splits:
+    train: TextTable
+    valid: TextTable
+    test: TextTable
+    report: object | None = None  # the training file's ValidationReport
+    notes: list[str] = field(default_factory=list)
+
+
+def load_splits(cfg: DataConfig, seed: int = 13, log: Callable[[str], None] = print) -> Splits:
+    """Read the training data (files or a built-in dataset) and carve missing splits from train."""
+    notes: list[str] = []
+    report = None
+    if cfg.dataset:
+        parts = data_mod.load_builtin(cfg.dataset)
+        train = parts.get("train") or parts.get("all")
+        valid = parts.get("dev") or parts.get("valid")
+        test = parts.get("test")
+    elif cfg.train:
+        train, report = data_mod.load_table(cfg.train, cfg.text_col, cfg.label_cols)
+        notes += report.notes + report.warnings
+        valid = data_mod.load_table(cfg.valid, cfg.text_col, cfg.label_cols)[0] if cfg.valid else None
+        test = data_mod.load_table(cfg.test, cfg.text_col, cfg.label_cols)[0] if cfg.test else None
+    else:
+        raise DataError("No training data: give --train PATH (CSV/TSV/JSONL) or --dataset NAME.")
+    valid_fraction = 0.0 if valid is not None else cfg.valid_fraction
+    test_fraction = 0.0 if test is not None else cfg.test_fraction
+    if valid_fraction or test_fraction:
+        train, carved_valid, carved_test = data_mod.split_table(train, valid_fraction, test_fraction, seed)
+        valid = valid if valid is not None else carved_valid
+        test = test if test is not None else carved_test
+    if valid is None or len(valid) == 0:
+        raise DataError("No validation data: give --valid PATH or a valid_fraction above 0.")
+    for name, table in (("validation", valid), ("test", test)):
+        if table is not None and len(table):
+            notes += data_mod.check_same_labels(train, table, name)
+    for note in notes:
+        log(f"note: {note}")
+    return Splits(train, valid, test if test is not None else train.subset([]), report, notes)
+
+
+def label_sets_for(table: TextTable) -> list[list[str]]:
+    return [sorted(set(table.labels[col])) for col in table.label_columns]
+
+
+def label_matrix(table: TextTable, label_sets: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """(N, tasks) class indices, and a mask of rows whose labels all exist in ``label_sets``."""
+    y = np.zeros((len(table), len(label_sets)), dtype=np.int64)
+    keep = np.ones(len(table), dtype=bool)
+    for k, (col, labels) in enumerate(zip(table.label_columns, label_sets)):
+        index = {label: i for i, label in enumerate(labels)}
+        for row, label in enumerate(table.labels[col]):
+            if label in index:
+                y[row, k] = index[label]
+            else:
+                keep[row] = False
+    return y, keep
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    message: str
+    metrics: dict
+    history: list[dict]
+
+
+def _save_weights(path: Path, state: dict[str, torch.Tensor]) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    atomic_save(path, lambda p: save_file(tensors, str(p)))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    atomic_save(path, lambda p: torch.save(state, p))
+
+
+def load_checkpoint(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise RunError(f"{run_dir} has no checkpoint.pt to resume from.")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _strip_probs(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "probs"}
+
+
+def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | Path = DEFAULT_RUNS_DIR,
+              run_id: str | None = None, callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
+              log: Callable[[str], None] = print, resume: bool = False, distributed=None) -> RunResult:
+    """Train one model and save it as a run. Returns when training ends, whatever the status."""
+    cfg.text.validate()
+    cfg.train.validate()
+    rank_zero = distributed is None or distributed.rank == 0
+    run_id = safe_run_id(run_id) if run_id else new_run_id()
+    run_dir = Path(runs_dir) / run_id
+    if resume:
+        cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run"])
+    if splits is None:
+        splits = load_splits(cfg.data, cfg.train.seed, log)
+    label_sets = label_sets_for(splits.train)
+
+    if resume:
+        vocab = Vocabulary.load(run_dir / "vocab.json")
+        encoder = TextEncoder(cfg.text, vocab)
+    elif distributed is not None:
+        encoder = distributed.shared_encoder(lambda: TextEncoder.fit(cfg.text, splits.train.texts), cfg.text)
+    else:
+        encoder = TextEncoder.fit(cfg.text, splits.train.texts)
+    log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq})")
+
+    model_cfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(encoder.vocab),
+                               "num_classes": [len(s) for s in label_sets]})
+    matrix = coverage = None
+    if cfg.pretrained_vectors:
+        matrix, coverage = build_embedding_matrix(encoder.vocab, cfg.pretrained_vectors, seed=cfg.train.seed)
+        if model_cfg.embedding_dim != coverage.dim:
+            log(f"note: embedding_dim set to {coverage.dim} to match {cfg.pretrained_vectors}")
+            model_cfg.embedding_dim = coverage.dim
+        log(str(coverage))
+    cfg.model = model_cfg
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(model_cfg)
+    if matrix is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(torch.from_numpy(matrix))
+
+    def encode(table: TextTable):
+        y, keep = label_matrix(table, label_sets)
+        index = np.flatnonzero(keep)
+        if len(index) < len(table):
+            log(f"note: {len(table) - len(index)} rows dropped: their labels never occur in the training data")
+        return encoder.encode_many([table.texts[i] for i in index]), y[index], table.subset(index.tolist())
+
+    train_seqs, train_y, _ = encode(splits.train)
+    valid_seqs, valid_y, _ = encode(splits.valid)
+    test_seqs, test_y, test_table = encode(splits.test)
+    log(f"data: {len(train_seqs)} train, {len(valid_seqs)} valid, {len(test_seqs)} test; "
+        f"labels {label_sets if len(label_sets) > 1 else label_sets[0]}")
+
+    if rank_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            atomic_write_json(run_dir / "config.json", {
+                "run": cfg.to_dict(), "model": model_cfg.to_dict(),
+                "label_columns": splits.train.label_columns, "text_col": cfg.data.text_col,
+                "embedding_coverage": coverage.to_dict() if coverage else None})
+            atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(cfg.text), **encoder.vocab.to_json()})
+            atomic_write_json(run_dir / "labels.json", {"columns": splits.train.label_columns, "labels": label_sets})
+            (run_dir / "history.jsonl").write_text("", encoding="utf-8")
+            # the test split is kept so that the app can explain and inspect test examples later
+            atomic_write_text_csv(run_dir / "test.csv", test_table, cfg.data.text_col)
+        write_status(run_dir, "running", "", created=_created(run_dir), device=str(resolve_device(cfg.train.device)))
+
+    resume_state = load_checkpoint(run_dir) if resume else None
+    if resume_state is not None:
+        # history.jsonl is rewritten from the checkpoint so it matches the weights exactly
+        (run_dir / "history.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in resume_state["progress"]["history"]), encoding="utf-8")
+
+    def record_history(event):
+        if isinstance(event, AfterEpoch) and rank_zero:
+            append_jsonl(run_dir / "history.jsonl", event.record)
+            log(" ".join(f"{k}={v}" for k, v in event.record.items()) + (" *" if event.improved else ""))
+
+    try:
+        result: FitResult = fit(
+            model, train_seqs, train_y, valid_seqs, valid_y, label_sets, cfg.train,
+            callbacks=[record_history, *callbacks], stop=stop,
+            checkpoint=lambda st: _save_checkpoint(run_dir / "checkpoint.pt", st),
+            save_best=lambda st: _save_weights(run_dir / "best.safetensors", st),
+            resume=resume_state, distributed=distributed)
+    except Exception as err:  # a bug or a broken environment: keep the run folder honest
+        if rank_zero:
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}", created=_created(run_dir),
+                         traceback=traceback.format_exc(limit=5))
+        raise
+
+    metrics: dict = {}
+    if result.status == "completed" and rank_zero:
+        model.load_state_dict(result.best_state)
+        device = resolve_device(cfg.train.device)
+        model.to(device)
+        valid_metrics = _strip_probs(evaluate_tasks(model, valid_seqs, valid_y, label_sets, device))
+        test_metrics = _strip_probs(evaluate_tasks(model, test_seqs, test_y, label_sets, device)) \
+            if len(test_seqs) else None
+        metrics = {"best_epoch": result.best_epoch, "select_metric": cfg.train.select_metric,
+                   "valid": valid_metrics, "test": test_metrics,
+                   "epochs_run": len(result.history),
+                   "train_seconds": round(sum(r["seconds"] for r in result.history), 2)}
+        _save_weights(run_dir / "model.safetensors", model.state_dict())
+        atomic_write_json(run_dir / "metrics.json", metrics)
+        summary = test_metrics["primary"] if test_metrics else valid_metrics["primary"]
+        log(f"{'test' if test_metrics else 'valid'}: accuracy={summary['accuracy']:.4f} "
+            f"macro_f1={summary['macro_f1']:.4f} auc={summary['auc'] if summary['auc'] is None else round(summary['auc'], 4)}")
+    if rank_zero:
+        write_status(run_dir, result.status, result.message, created=_created(run_dir), best_epoch=result.best_epoch)
+    log(f"status: {result.status}{' (' + result.message + ')' if result.message else ''}")
+    return RunResult(run_dir, result.status, result.message, metrics, result.history)
+
+
+def _created(run_dir: Path) -> float:
+    try:
+        return json.loads((run_dir / "status.json").read_text())["created"]
+    except (OSError, KeyError, ValueError):
+        import time
+        return time.time()
+
+
+def atomic_write_text_csv(path: Path, table: TextTable, text_col: str) -> None:
+    from core.runs import atomic_write_text
+    atomic_write_text(path, table.to_frame(text_col).to_csv(index=False))
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from safetensors, or a plain state_dict read with ``weights_only=True``."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)

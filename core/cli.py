@@ -37,6 +37,9 @@ TRAIN_FLAGS = [
     ("--packed", "model", "packed", "pack sequences so the LSTM never reads padding"),
     ("--layer-norm", "model", "layer_norm", "LayerNorm after each LSTM layer"),
     ("--residual", "model", "residual", "residual connections between stacked LSTM layers"),
+    ("--hierarchical", "model", "hierarchical", "hierarchical LSTM for long documents: words -> sentences -> document"),
+    ("--chunk-length", "model", "chunk_length", "read texts whole in segments of this many tokens, "
+     "truncated BPTT (0 = off; max_length is then ignored)"),
     ("--pretrained-vectors", None, "pretrained_vectors", "glove-6b-50d, or a GloVe/word2vec/fastText .txt/.vec(.gz) path"),
     ("--freeze-embeddings", "train", "freeze_embeddings", "keep the pretrained vectors fixed"),
     ("--max-vocab-size", "text", "max_vocab_size", "most frequent tokens kept"),
@@ -125,8 +128,15 @@ def cmd_train(args) -> int:
     if args.distributed_env:
         from core.distributed import from_environment
         distributed = from_environment(cfg.train.device)
-    result = train_run(cfg, runs_dir=args.out, run_id=args.run_id, resume=args.resume,
-                       log=lambda line: print(line, flush=True), distributed=distributed)
+    if args.stream:
+        if args.resume:
+            raise UserError("--resume is not available with --stream: start a new run.")
+        from core.streaming import train_streaming
+        result = train_streaming(cfg, runs_dir=args.out, run_id=args.run_id,
+                                 log=lambda line: print(line, flush=True), distributed=distributed)
+    else:
+        result = train_run(cfg, runs_dir=args.out, run_id=args.run_id, resume=args.resume,
+                           log=lambda line: print(line, flush=True), distributed=distributed)
     if distributed is not None:
         distributed.close()
         if distributed.rank != 0:
@@ -155,7 +165,7 @@ def cmd_evaluate(args) -> int:
     config = predictor.metadata.get("config", {})
     text_col = args.text_col or config.get("text_col", "text")
     label_cols = args.label_col or ",".join(predictor.label_columns)
-    table, _ = load_table(args.data, text_col, label_cols, min_per_class=1)
+    table, _ = load_table(args.data, text_col, label_cols, held_out=True)
     result = predictor.evaluate(table)
     primary = result["primary"]
     summary = {"accuracy": primary["accuracy"], "macro_f1": primary["macro_f1"], "auc": primary["auc"],
@@ -232,13 +242,60 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from core.explain import Explainer
+    from core.predict import Predictor
+    text = " ".join(args.text)
+    if not text.strip():
+        raise UserError("Give the text to explain, e.g. python -m core explain --run DIR \"a gripping film\".")
+    explainer = Explainer(Predictor.load(args.run))
+    explanation = explainer.explain(text, args.method, args.target, n_steps=args.steps)
+    if args.json:
+        from core.render import to_json
+        print(to_json(explanation, indent=None))
+        return 0
+    probs = ", ".join(f"{k}={v:.3f}" for k, v in explanation.probs.items())
+    print(f"predicted {explanation.label} ({probs}); {explanation.method} scores for {explanation.target}")
+    width = max(len(t) for t in explanation.tokens)
+    for token, score in zip(explanation.tokens, explanation.scores):
+        print(f"  {token:<{width}}  {score:+.4f}")
+    if explanation.truncated:
+        print(f"note: {explanation.truncated} tokens beyond max_length were not read by the model")
+    if explanation.delta is not None:
+        print(f"convergence delta {explanation.delta:.2e} "
+              f"(completeness error {explanation.diagnostics['completeness_error']:.2%})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from core.export import DEFAULT_NAMES, FORMATS, export_run, format_parity
+    formats = [f.strip() for f in args.format.split(",") if f.strip()]
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise UserError(f"--format {args.format!r}: choose one or more of {', '.join(FORMATS)} (comma-separated).")
+    out_dir, names = args.out, None
+    if args.out and len(formats) == 1 and Path(args.out).suffix:
+        # one format and a file name: write exactly there; parity.json goes beside it
+        out_dir, names = str(Path(args.out).parent), {formats[0]: Path(args.out).name}
+    if not Path(args.run).is_dir():
+        raise UserError(f"--run {args.run}: run directory not found. `python -m core runs` lists the runs.")
+    result = export_run(args.run, formats, out_dir, names=names, parity=not args.no_parity,
+                        threads=args.threads, log=lambda line: print(line, file=sys.stderr, flush=True))
+    if result.parity:
+        print(format_parity(result.parity))
+        print(f"parity report: {result.parity_path}")
+    for fmt in formats:
+        print(result.paths[fmt])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="LSTM text classification: train, "
                                      "evaluate, predict from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a model and save it as a run",
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # no ArgumentDefaultsHelpFormatter: every help text names its own default (flags default to None)
+    train = sub.add_parser("train", help="train a model and save it as a run")
     train.add_argument("--train", help="training data: CSV, TSV or JSONL (optionally .gz)")
     train.add_argument("--valid", help="validation data (default: carved from --train)")
     train.add_argument("--test", help="test data (default: carved from --train)")
@@ -249,9 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--valid-fraction", type=float, default=None, help="share of --train used for validation (default: 0.1)")
     train.add_argument("--test-fraction", type=float, default=None, help="share of --train used for testing (default: 0.1)")
     train.add_argument("--config", help="JSON config file with sections data, text, model, train; flags override it")
-    train.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder that holds run directories")
+    train.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder that holds run directories (default: %(default)s)")
     train.add_argument("--run-id", default=None, help="name of the run directory (default: generated)")
     train.add_argument("--resume", action="store_true", help="continue the run --run-id from its last checkpoint")
+    train.add_argument("--stream", action="store_true",
+                       help="read --train in chunks into memory-mapped token ids (for files larger than memory)")
     train.add_argument("--distributed-env", action="store_true", default=_under_torchrun(),
                        help=argparse.SUPPRESS)
     add_train_flags(train)
@@ -276,10 +335,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="*", help="texts to classify")
     predict.set_defaults(func=cmd_predict)
 
+    from core.search import add_search_parser
+    add_search_parser(sub)
+
     runs = sub.add_parser("runs", help="list saved runs")
     runs.add_argument("--dir", default=str(DEFAULT_RUNS_DIR))
     runs.add_argument("--json", action="store_true")
     runs.set_defaults(func=cmd_runs)
+
+    explain = sub.add_parser("explain", help="which tokens drove a prediction (attention, Integrated Gradients, occlusion)")
+    explain.add_argument("--run", required=True, help="run directory")
+    explain.add_argument("--method", choices=("ig", "attention", "occlusion"), default="ig",
+                         help="ig: Integrated Gradients; attention: the attention weights (attention pooling only); "
+                              "occlusion: replace each token by <pad> (default: ig)")
+    explain.add_argument("--target", default=None, help="class to explain (default: the predicted class)")
+    explain.add_argument("--steps", type=int, default=50, help="Integrated Gradients steps (default: 50)")
+    explain.add_argument("--json", action="store_true", help="print one JSON object")
+    explain.add_argument("text", nargs="+", help="the text to explain (several words are joined with spaces)")
+    explain.set_defaults(func=cmd_explain)
+
+    export = sub.add_parser("export", help="export a run as a bundle, int8 weights or ONNX, with a parity report")
+    export.add_argument("--run", required=True, help="run directory")
+    export.add_argument("--format", default="bundle",
+                        help="bundle, int8 or onnx; several comma-separated (default: bundle)")
+    export.add_argument("--out", default=None,
+                        help="output file (one format) or folder (default: RUN/export); parity.json goes beside it")
+    export.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for the latency figures (default: torch's default)")
+    export.add_argument("--no-parity", action="store_true", help="skip the fp32/int8/ONNX comparison")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import http.client
 import importlib.util
 import io
 import json
@@ -224,17 +225,17 @@ def _reject_binary(data: bytes, name: str) -> None:
     if data.startswith(b"PK\x03\x04") or data.startswith(b"PK\x05\x06"):
         head = data[:4096]
         if b"[Content_Types].xml" in head or b"xl/" in head:
-            raise DataError(f"{name} looks like an Excel workbook (.xlsx), not a text file. {save_as}")
-        raise DataError(f"{name} looks like a zip archive, not a text file. Unzip it and load the CSV inside.")
+            raise DataError(f"{name} looks like a binary file (an Excel workbook, .xlsx), not text. {save_as}")
+        raise DataError(f"{name} looks like a binary file (a zip archive), not text. Unzip it and load the CSV inside.")
     if data.startswith(b"\xd0\xcf\x11\xe0"):
-        raise DataError(f"{name} looks like an old Excel/Office file (.xls), not a text file. {save_as}")
+        raise DataError(f"{name} looks like a binary file (an old Excel/Office file, .xls), not text. {save_as}")
     if data.startswith(b"%PDF"):
-        raise DataError(f"{name} looks like a PDF, not a text file. Export the table as CSV UTF-8.")
+        raise DataError(f"{name} looks like a binary file (a PDF), not text. Export the table as CSV UTF-8.")
     sample = data[:8192]
     if sample and sum(sample.count(byte) for byte in _CONTROL_BYTES) > 0.05 * len(sample):
         raise DataError(
             f"{name} looks like a binary file (zip/Excel/database?), not text: it is full of control bytes. "
-            "Save it as CSV UTF-8."
+            "Save it as CSV UTF-8 and load that file."
         )
 
 
@@ -258,7 +259,22 @@ def _looks_chinese(text: str) -> bool:
     return checked > 0 and common >= 0.5 * checked
 
 
+def _utf16_without_bom(data: bytes) -> str | None:
+    """'utf-16-le'/'utf-16-be' when every other byte is NUL, as in ASCII text saved as UTF-16."""
+    sample = data[:4096]
+    half = len(sample) // 2
+    if half < 4:
+        return None
+    nul_even, nul_odd = sample[0::2].count(0), sample[1::2].count(0)
+    if nul_odd > 0.3 * half and nul_even < 0.02 * half:
+        return "utf-16-le"
+    if nul_even > 0.3 * half and nul_odd < 0.02 * half:
+        return "utf-16-be"
+    return None
+
+
 def _decode(data: bytes, name: str, notes: list[str]) -> str:
+    """Text of the data: UTF-8 (BOM stripped), UTF-16, then GBK, then Windows-1252/Latin-1, with a note."""
     if data.startswith(b"\xef\xbb\xbf"):
         notes.append("Stripped UTF-8 BOM")
         data = data[3:]
@@ -273,6 +289,15 @@ def _decode(data: bytes, name: str, notes: list[str]) -> str:
             raise DataError(f"{name} starts with a UTF-16 marker but is not valid UTF-16. Save it as CSV UTF-8.")
         notes.append("Decoded as UTF-16 (not UTF-8)")
         return text
+    utf16 = _utf16_without_bom(data)
+    if utf16:
+        try:
+            text = data.decode(utf16)
+        except UnicodeDecodeError:
+            raise DataError(f"{name} looks like UTF-16 text but is not valid UTF-16. Save it as CSV UTF-8.")
+        notes.append(f"Decoded as {utf16.upper()} (not UTF-8)")
+        return text
+    _reject_binary(data, name)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -283,7 +308,9 @@ def _decode(data: bytes, name: str, notes: list[str]) -> str:
     n_good = len(re.findall("[^\x00-\x7f\udc80-\udcff]", escaped))
     if n_good >= 10 and n_bad <= n_good / 10:
         first_bad_line = escaped[: re.search("[\udc80-\udcff]", escaped).start()].count("\n") + 1
-        notes.append(f"{n_bad} byte(s) were not valid UTF-8 and were replaced with '\ufffd' (first on line {first_bad_line})")
+        notes.append(
+            f"{n_bad} byte(s) were not valid UTF-8 and were replaced with '\ufffd' (first on line {first_bad_line})"
+        )
         return data.decode("utf-8", errors="replace")
     try:
         text = data.decode("gbk")
@@ -308,7 +335,7 @@ def _format_of(name: str, text: str) -> str:
         return "jsonl"
     start = text.lstrip()[:1]
     if suffix == ".json":
-        return "json" if start == "[" else "jsonl"
+        return "json"
     if start == "{":  # a JSONL file with a .csv/.txt name, or no name at all
         first_line = text.lstrip().split("\n", 1)[0]
         try:
@@ -415,20 +442,34 @@ class _DuplicateKey(Exception):
 
 
 def _parse_json_records(text: str, name: str, kind: str) -> pd.DataFrame:
-    example = 'each line must be one JSON object, e.g. {"text": "great film", "label": "pos"}'
-    records: list[tuple[int, dict]] = []
+    """A .json list of objects, or JSON Lines (one object per line); cells become strings."""
+    record_example = '{"text": "great film", "label": "pos"}'
+    items = None
     if kind == "json":
         try:
             items = json.loads(text, object_pairs_hook=_object_without_duplicate_keys)
         except _DuplicateKey as error:
             raise DataError(f"{name} has duplicate column names: key {error.args[0]!r} repeats in one object.")
-        except json.JSONDecodeError as error:
-            raise DataError(f"{name} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno}).")
-        if not isinstance(items, list):
-            raise DataError(f"{name} must hold a JSON list of objects like {{\"text\": ..., \"label\": ...}}.")
+        except (json.JSONDecodeError, RecursionError) as error:
+            if text.lstrip().startswith("[") and isinstance(error, json.JSONDecodeError):
+                raise DataError(
+                    f"{name} is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno}). "
+                    "Fix the file or save it as JSON Lines / CSV."
+                )
+            items = None  # maybe JSON Lines under a .json name: read it line by line for a precise error
+        if isinstance(items, dict) and not any(isinstance(value, (dict, list)) for value in items.values()):
+            items = [items]  # a one-line JSON Lines file
+        if items is not None and not isinstance(items, list):
+            raise DataError(
+                f"{name} holds a single JSON value, not records. Use a list of objects like "
+                f"[{record_example}, ...] or JSON Lines."
+            )
+    if items is not None:
+        where, rule = "item", f"each item must be an object like {record_example}"
         records = list(enumerate(items, start=1))
-        where = "item"
     else:
+        where, rule = "line", f"each line must be one JSON object, e.g. {record_example}"
+        records = []
         for line_number, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
@@ -441,11 +482,10 @@ def _parse_json_records(text: str, name: str, kind: str) -> pd.DataFrame:
                 )
             except json.JSONDecodeError as error:
                 raise DataError(
-                    f"{name}: line {line_number} is not valid JSON: {error.msg} (column {error.colno}); {example}."
+                    f"{name}: line {line_number} is not valid JSON: {error.msg} (column {error.colno}); {rule}."
                 )
             except RecursionError:
-                raise DataError(f"{name}: line {line_number} is nested too deeply to read; {example}.")
-        where = "line"
+                raise DataError(f"{name}: line {line_number} is nested too deeply to read; {rule}.")
     if not records:
         raise DataError(f"{name} is empty: it has no JSON records.")
     columns: dict[str, None] = {}
@@ -453,7 +493,7 @@ def _parse_json_records(text: str, name: str, kind: str) -> pd.DataFrame:
         if not isinstance(record, dict):
             kind_name = {list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(
                 type(record), "a number")
-            raise DataError(f"{name}: {where} {number} is {kind_name}, not an object; {example}.")
+            raise DataError(f"{name}: {where} {number} is {kind_name}, not an object; {rule}.")
         columns.update(dict.fromkeys(record))
     return pd.DataFrame(
         {column: [_json_cell(record.get(column)) for _, record in records] for column in columns}, dtype=object
@@ -472,14 +512,15 @@ def read_table(source, *, filename: str | None = None, max_bytes: int | None = N
     format_name = str(filename) if filename else (str(source) if isinstance(source, (str, os.PathLike)) else "")
     notes: list[str] = []
     data = _read_bytes(source, name, max_bytes)
-    if isinstance(data, str):
-        text = data
+    if isinstance(data, str):  # a text stream
+        text = data.removeprefix("\ufeff")
+        if len(text) < len(data):
+            notes.append("Stripped UTF-8 BOM")
     else:
         if data.startswith(b"\x1f\x8b"):
             data = _gunzip(data, name, max_bytes)
             if not format_name.lower().endswith(".gz"):
                 notes.append("Decompressed gzip data")
-        _reject_binary(data, name)
         text = _decode(data, name, notes)
     if "\x00" in text:
         notes.append(f"Removed {text.count(chr(0))} NUL (\\x00) character(s)")
@@ -514,10 +555,15 @@ def _parse_label_cols(label_cols: str | Sequence[str]) -> list[str]:
     columns = label_cols.split(",") if isinstance(label_cols, str) else list(label_cols)
     columns = [str(column).strip() for column in columns if str(column).strip()]
     if not columns:
-        raise ValueError(f"label_cols must name at least one column. Got {label_cols!r} instead.")
+        raise DataError(f"Choose at least one label column (label_cols was {label_cols!r}).")
     if len(set(columns)) != len(columns):
-        raise ValueError(f"label_cols names a column twice. Got {label_cols!r} instead.")
+        raise DataError(f"A label column is chosen twice in {label_cols!r}; choose each column once.")
     return columns
+
+
+def _normalize_column(values: list) -> list[str | None]:
+    normalized: dict = {}  # labels repeat: normalise each distinct spelling once
+    return [normalized[v] if v in normalized else normalized.setdefault(v, normalize_label(v)) for v in values]
 
 
 def _missing_column(name: str, column: str, available: list[str], flag: str) -> DataError:
@@ -540,11 +586,15 @@ def load_table(
     filename: str | None = None,
     min_per_class: int = 2,
     max_bytes: int | None = None,
+    held_out: bool = False,
 ) -> tuple[TextTable, ValidationReport]:
-    """Read a file and keep rows with a non-empty text and every label; one classification task per label column."""
+    """Read a file and keep rows with a non-empty text and every label; one classification task per label column.
+
+    ``held_out=True`` reads a validation or test file: a class may appear once, or be the only one.
+    """
     label_columns = _parse_label_cols(label_cols)
     if text_col in label_columns:
-        raise ValueError(f"text_col {text_col!r} is also listed in label_cols; choose different columns.")
+        raise DataError(f"Column {text_col!r} is chosen as both the text and a label column; choose different columns.")
     if not isinstance(min_per_class, (int, np.integer)) or isinstance(min_per_class, bool) or min_per_class < 1:
         raise ValueError(f"The 'min_per_class' parameter must be an int >= 1. Got {min_per_class!r} instead.")
     name = describe_source(source, filename)
@@ -557,7 +607,7 @@ def load_table(
             raise _missing_column(name, column, available, "--label-col")
 
     raw_texts = frame[text_col].tolist()
-    raw_labels = {column: [normalize_label(value) for value in frame[column].tolist()] for column in label_columns}
+    raw_labels = {column: _normalize_column(frame[column].tolist()) for column in label_columns}
     texts: list[str] = []
     labels: dict[str, list[str]] = {column: [] for column in label_columns}
     dropped: Counter = Counter()
@@ -589,10 +639,12 @@ def load_table(
         )
     class_counts = {column: dict(sorted(Counter(labels[column]).items())) for column in label_columns}
     for column, counts in class_counts.items():
+        if held_out:
+            continue
         if len(counts) == 1:
             only = next(iter(counts))
             raise DataError(
-                f"Only one class {only!r} in column {column!r} of {name}: a classifier needs at least two. "
+                f"{name}: only one class {only!r} in column {column!r}: a classifier needs at least two. "
                 "Add examples of another class or choose another label column."
             )
         rare = {label: count for label, count in counts.items() if count < min_per_class}
@@ -804,10 +856,13 @@ def load_builtin(
     if cached is not None:
         return cached
     source_url = url or info["url"]
-    archive = folder / PurePosixPath(source_url.split("?")[0]).name
+    archive = folder / PurePosixPath(info["url"]).name
     _download(name, source_url, archive, expected, progress)
     try:
         splits = _parse_imdb(archive) if name == "imdb" else _parse_sst2(archive)
+    except DataError:
+        archive.unlink(missing_ok=True)
+        raise
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as error:
         archive.unlink(missing_ok=True)
         raise DataError(f"The {name} archive from {source_url} is damaged ({error}). Try again to download it anew.")
@@ -855,7 +910,8 @@ def _download(name: str, url: str, target: Path, expected_sha256: str | None, pr
     digest = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
+            header = response.headers.get("Content-Length") or "0"
+            total = int(header) if header.isdigit() else 0
             done = 0
             if progress:
                 progress(0, total)
@@ -865,10 +921,15 @@ def _download(name: str, url: str, target: Path, expected_sha256: str | None, pr
                 done += len(chunk)
                 if progress:
                     progress(done, total)
-    except (urllib.error.URLError, OSError, ValueError) as error:
+        if total and done != total:
+            raise OSError(f"the connection closed after {done} of {total} bytes")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
         partial.unlink(missing_ok=True)
         reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
         raise DataError(f"Could not download {name} from {url}: {reason}. {advice}")
+    except BaseException:  # e.g. a progress callback that cancels: leave no half file behind
+        partial.unlink(missing_ok=True)
+        raise
     actual = digest.hexdigest()
     if expected_sha256 is not None and actual != expected_sha256.lower():
         partial.unlink(missing_ok=True)
@@ -880,8 +941,8 @@ def _download(name: str, url: str, target: Path, expected_sha256: str | None, pr
 
 
 def _safe_member_name(archive: Path, member_name: str) -> PurePosixPath:
-    path = PurePosixPath(member_name)
-    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", member_name) or "\\" in member_name:
+    path = PurePosixPath(member_name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", member_name):
         raise DataError(
             f"{archive.name} contains an unsafe path {member_name!r} (absolute or with '..'); refusing to read it. "
             "Download the archive again from the official source."
@@ -890,12 +951,11 @@ def _safe_member_name(archive: Path, member_name: str) -> PurePosixPath:
 
 
 def _parse_imdb(archive: Path) -> dict[str, TextTable]:
+    """Reviews read straight from the archive (nothing is extracted; only regular files are read)."""
     found: dict[str, list[tuple[str, int, str]]] = {"train": [], "test": []}
     with tarfile.open(archive, "r:*") as tar:
         for member in tar:
             parts = _safe_member_name(archive, member.name).parts
-            if member.issym() or member.islnk() or member.isdev():
-                raise DataError(f"{archive.name} contains a link or device {member.name!r}; refusing to read it.")
             if not member.isfile() or len(parts) != 4 or parts[0] != "aclImdb" or not parts[3].endswith(".txt"):
                 continue
             split, label = parts[1], parts[2]
@@ -918,8 +978,7 @@ def _parse_imdb(archive: Path) -> dict[str, TextTable]:
 
 
 def _parse_sst2(archive: Path) -> dict[str, TextTable]:
-    names = {"positive": "1", "negative": "0"}
-    to_label = {code: label for label, code in names.items()}
+    to_label = {"1": "positive", "0": "negative"}
     tables = {}
     with zipfile.ZipFile(archive) as bundle:
         for member in bundle.namelist():
@@ -928,7 +987,7 @@ def _parse_sst2(archive: Path) -> dict[str, TextTable]:
             member = f"SST-2/{split}.tsv"
             if member not in bundle.namelist():
                 raise DataError(f"{archive.name} has no {member}; it is not the GLUE SST-2 archive.")
-            lines = bundle.read(member).decode("utf-8", errors="replace").splitlines()
+            lines = bundle.read(member).decode("utf-8", errors="replace").replace("\r\n", "\n").split("\n")
             if not lines or lines[0].strip().split("\t") != ["sentence", "label"]:
                 raise DataError(f"{member} in {archive.name} should start with the header 'sentence<TAB>label'.")
             texts, labels = [], []

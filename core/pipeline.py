@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import traceback
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -107,8 +107,8 @@ def load_splits(cfg: DataConfig, seed: int = 13, log: Callable[[str], None] = pr
     elif cfg.train:
         train, report = data_mod.load_table(cfg.train, cfg.text_col, cfg.label_cols)
         notes += report.notes + report.warnings
-        valid = data_mod.load_table(cfg.valid, cfg.text_col, cfg.label_cols)[0] if cfg.valid else None
-        test = data_mod.load_table(cfg.test, cfg.text_col, cfg.label_cols)[0] if cfg.test else None
+        valid = data_mod.load_table(cfg.valid, cfg.text_col, cfg.label_cols, held_out=True)[0] if cfg.valid else None
+        test = data_mod.load_table(cfg.test, cfg.text_col, cfg.label_cols, held_out=True)[0] if cfg.test else None
     else:
         raise DataError("No training data: give --train PATH (CSV/TSV/JSONL) or --dataset NAME.")
     valid_fraction = 0.0 if valid is not None else cfg.valid_fraction
@@ -125,6 +125,15 @@ def load_splits(cfg: DataConfig, seed: int = 13, log: Callable[[str], None] = pr
     for note in notes:
         log(f"note: {note}")
     return Splits(train, valid, test if test is not None else train.subset([]), report, notes)
+
+
+def text_config_for(text: TextConfig, model: ModelConfig) -> TextConfig:
+    """What the model needs from the encoder: whole texts when it reads them in chunks, sentence
+    marks when it is hierarchical. Saved with the vocabulary, so prediction encodes the same way."""
+    if not model.chunk_length and not model.hierarchical:
+        return text
+    return replace(text, truncate=text.truncate and not model.chunk_length,
+                   sentence_breaks=text.sentence_breaks or model.hierarchical)
 
 
 def label_sets_for(table: TextTable) -> list[list[str]]:
@@ -182,12 +191,19 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
     cfg.train.validate()
     rank_zero = distributed is None or distributed.rank == 0
     run_id = safe_run_id(run_id) if run_id else new_run_id()
+    if distributed is not None:  # every rank works in rank 0's run directory; only rank 0 logs
+        run_id = distributed.broadcast(run_id)
+        log = log if rank_zero else (lambda line: None)
     run_dir = Path(runs_dir) / run_id
+    if rank_zero and not resume and (run_dir / "config.json").exists():
+        raise RunError(f"Run {run_dir} already exists: pass --resume to continue it, or another --run-id.")
     if resume:
         cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run"])
     if splits is None:
         splits = load_splits(cfg.data, cfg.train.seed, log)
     label_sets = label_sets_for(splits.train)
+    cfg.model.validate()
+    cfg.text = text_config_for(cfg.text, cfg.model)
 
     if resume:
         vocab = Vocabulary.load(run_dir / "vocab.json")
@@ -242,7 +258,7 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
         write_status(run_dir, "running", "", created=_created(run_dir), device=str(resolve_device(cfg.train.device)))
 
     resume_state = load_checkpoint(run_dir) if resume else None
-    if resume_state is not None:
+    if resume_state is not None and rank_zero:
         # history.jsonl is rewritten from the checkpoint so it matches the weights exactly
         (run_dir / "history.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in resume_state["progress"]["history"]), encoding="utf-8")

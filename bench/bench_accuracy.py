@@ -1,0 +1,158 @@
+"""Test accuracy on SST-2, SST-5, TREC-6 and IMDB with the product's recipes, next to a TF-IDF +
+logistic regression anchor trained in the same run.
+
+    python bench/bench_accuracy.py --datasets sst2,sst2-random,trec,sst5
+    python bench/bench_accuracy.py --datasets imdb --epochs 4
+
+Each recipe is a ``RunConfig`` trained with ``core.pipeline.train_run`` exactly as
+``python -m core train`` would (the equivalent command is printed and recorded). Results
+accumulate in bench/out/accuracy.json so datasets can be measured in separate invocations; the
+BENCHMARKS.md section is rebuilt from all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import DATA, ROOT, require_data, update_section  # noqa: E402
+from core.pipeline import DataConfig, RunConfig, load_splits, train_run  # noqa: E402
+from core.runs import new_run_id  # noqa: E402
+from core.models import ModelConfig  # noqa: E402
+from core.text import TextConfig  # noqa: E402
+from core.training import TrainConfig  # noqa: E402
+
+RESULTS = ROOT / "bench" / "out" / "accuracy.json"
+TARGETS = {"sst2": 0.86, "sst2-random": None, "sst5": 0.48, "trec": 0.93, "imdb": 0.91}
+ANCHORS = {"sst2": "published BiLSTM 85.9% (GLUE)", "sst2-random": "",
+           "sst5": "CNN 48.0% (Kim 2014)", "trec": "CNN 93.6% (Kim 2014)",
+           "imdb": "word2vec-init LSTM 90.0% (Dai & Le 2015); the guide's BiLSTM+GloVe lineage 85.3%"}
+
+
+def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
+    """The run configuration and the data files for one benchmark."""
+    sentence = dict(text=TextConfig(tokenizer="en", max_length=80, min_freq=1),
+                    model=ModelConfig(hidden_dim=128, pooling="max", dropout=0.5))
+    if name in ("sst2", "sst2-random", "sst5"):
+        folder = "sst2" if name.startswith("sst2") else "sst5"
+        files = {s: str(require_data(folder, f"{s}.csv")) for s in ("train", "dev", "test")}
+        cfg = RunConfig(data=DataConfig(train=files["train"], valid=files["dev"], test=files["test"]),
+                        train=TrainConfig(epochs=epochs or 10, batch_size=64, lr=2e-3, patience=3,
+                                          select_metric="accuracy"),
+                        pretrained_vectors="" if name == "sst2-random" else "glove-6b-50d", **sentence)
+        if name == "sst2-random":
+            cfg.model.embedding_dim = 50
+    elif name == "trec":
+        files = {"train": str(require_data("trec", "train.csv")), "test": str(require_data("trec", "test.csv"))}
+        cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
+                        train=TrainConfig(epochs=epochs or 12, batch_size=32, lr=2e-3, patience=4),
+                        pretrained_vectors="glove-6b-50d", **sentence)
+    elif name == "imdb":
+        files = {"train": str(require_data("imdb", "train.csv.gz")), "test": str(require_data("imdb", "test.csv.gz"))}
+        cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
+                        text=TextConfig(tokenizer="en", max_length=400, min_freq=2),
+                        model=ModelConfig(hidden_dim=128, pooling="max", dropout=0.5),
+                        train=TrainConfig(epochs=epochs or 6, batch_size=64, lr=2e-3, patience=2),
+                        pretrained_vectors="glove-6b-50d")
+    else:
+        raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(TARGETS)}")
+    return cfg, files
+
+
+def cli_command(cfg: RunConfig) -> str:
+    d, t, m, tr = cfg.data, cfg.text, cfg.model, cfg.train
+    parts = ["python -m core train", f"--train {d.train}"]
+    for flag, value in (("--valid", d.valid), ("--test", d.test)):
+        if value:
+            parts.append(f"{flag} {value}")
+    if not d.valid:
+        parts.append(f"--valid-fraction {d.valid_fraction} --test-fraction {d.test_fraction}")
+    parts += [f"--tokenizer {t.tokenizer}", f"--max-length {t.max_length}", f"--min-freq {t.min_freq}",
+              f"--hidden-dim {m.hidden_dim}", f"--pooling {m.pooling}", f"--dropout {m.dropout}",
+              f"--epochs {tr.epochs}", f"--batch-size {tr.batch_size}", f"--lr {tr.lr}", f"--patience {tr.patience}",
+              f"--seed {tr.seed}"]
+    if cfg.pretrained_vectors:
+        parts.append(f"--pretrained-vectors {cfg.pretrained_vectors}")
+    else:
+        parts.append(f"--embedding-dim {m.embedding_dim}")
+    return " ".join(str(p) for p in parts).replace(str(DATA), "../shared/data")
+
+
+def tfidf_anchor(cfg: RunConfig) -> tuple[float, float]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    splits = load_splits(cfg.data, cfg.train.seed, log=lambda _: None)
+    start = time.perf_counter()
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x_train = vectorizer.fit_transform(splits.train.texts)
+    clf = LogisticRegression(C=4.0, max_iter=2000).fit(x_train, splits.train.primary_labels)
+    accuracy = clf.score(vectorizer.transform(splits.test.texts), splits.test.primary_labels)
+    return float(accuracy), time.perf_counter() - start
+
+
+def render(results: dict) -> str:
+    rows = []
+    for name, r in results.items():
+        target = TARGETS.get(name)
+        verdict = "" if target is None else ("met" if r["accuracy"] >= target else "not met")
+        rows.append(f"| {name} | **{r['accuracy']:.1%}** | {'' if target is None else f'>= {target:.0%} ({verdict})'} "
+                    f"| {r['tfidf_accuracy']:.1%} | {r['epochs_run']} (best {r['best_epoch']}) "
+                    f"| {r['train_seconds'] / 60:.1f} min | {ANCHORS.get(name, '')} |")
+    commands = "\n".join(f"- {name}: `{r['command']}`" for name, r in results.items())
+    return f"""## Accuracy (issue: core engine)
+
+Command: `python bench/bench_accuracy.py --datasets {','.join(results)}` (results accumulate in
+`bench/out/accuracy.json`). Test accuracy of the checkpoint with the best validation accuracy;
+TF-IDF (1-2 grams) + logistic regression trained on the same split in the same run as an anchor.
+`sst2-random` is the SST-2 recipe without pretrained vectors (random 50d embeddings).
+
+| dataset | test accuracy | target | TF-IDF + LR | epochs | training time (CPU) | published anchor |
+| --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+The equivalent command lines (the same `RunConfig`, seed 13):
+
+{commands}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="sst2,sst2-random,trec,sst5")
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for name in args.datasets.split(","):
+        cfg, _ = recipe(name, args.epochs)
+        tfidf, tfidf_seconds = tfidf_anchor(cfg)
+        print(f"{name}: TF-IDF + LR {tfidf:.4f} ({tfidf_seconds:.0f}s)")
+        out = ROOT / "bench" / "out" / "runs"
+        result = train_run(cfg, runs_dir=out, run_id=new_run_id(f"bench-{name}"), log=lambda line: print(f"  {line}", flush=True))
+        test = result.metrics["test"]["primary"]
+        results[name] = {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "tfidf_accuracy": tfidf,
+                         "best_epoch": result.metrics["best_epoch"], "epochs_run": result.metrics["epochs_run"],
+                         "train_seconds": result.metrics["train_seconds"], "command": cli_command(cfg),
+                         "run_dir": str(result.run_dir)}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2))
+        print(f"{name}: test accuracy {test['accuracy']:.4f}")
+    markdown = render(results)
+    print(markdown)
+    if not args.no_write:
+        update_section("bench_accuracy", markdown)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""Exported formats give the same answers as the trained model (core/export.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from core.cli import main as cli_main
+from core.export import (ExportError, OnnxPredictor, export_bundle, export_int8, export_onnx, export_run,
+                         load_bundle, load_int8, load_upload, pad_batch, quantize_model)
+from core.models import LSTMClassifier, ModelConfig
+from core.pipeline import DataConfig, RunConfig, train_run
+from core.predict import Predictor
+from core.text import TextConfig, TextEncoder, Vocabulary
+from core.training import TrainConfig
+
+POSITIVE = ["great", "excellent", "lovely", "wonderful", "superb"]
+NEGATIVE = ["awful", "terrible", "boring", "dreadful", "poor"]
+FILLER = "the movie was a story with plot and actors in it about some people who did things".split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models run fastest on one thread; several threads only fight over shared cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_keyword_csv(path: Path, n: int, seed: int = 0) -> Path:
+    """Texts of 1 to 16 words whose label is signalled by one keyword."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["text", "label"])
+        for i in range(n):
+            label = "pos" if i % 2 == 0 else "neg"
+            words = rng.choices(FILLER, k=rng.randint(0, 15)) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), label])
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("export")
+    data = write_keyword_csv(root / "train.csv", 500)
+    cfg = RunConfig(data=DataConfig(train=str(data), test_fraction=0.2),
+                    text=TextConfig(tokenizer="whitespace"),
+                    model=ModelConfig(embedding_dim=16, hidden_dim=16, dropout=0.1),
+                    train=TrainConfig(epochs=8, warmup_steps=0, lr=0.01, batch_size=32, patience=8))
+    result = train_run(cfg, runs_dir=root / "runs", run_id="keywords", log=lambda line: None)
+    assert result.status == "completed", result.message
+    return result.run_dir
+
+
+@pytest.fixture(scope="module")
+def fp32(run_dir) -> Predictor:
+    return Predictor.load(run_dir)
+
+
+def read_test_texts(run_dir) -> list[str]:
+    with open(run_dir / "test.csv", encoding="utf-8") as handle:
+        return [row["text"] for row in csv.DictReader(handle)]
+
+
+def mixed_batch(predictor, texts):
+    seqs = predictor.encoder.encode_many(texts)
+    ids, lengths = pad_batch(seqs)
+    assert len(set(lengths.tolist())) > 3, "the batch should mix lengths"
+    return ids, lengths
+
+
+def torch_logits(model, ids, lengths) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [t.numpy() for t in model(torch.from_numpy(ids), torch.from_numpy(lengths))[0]]
+
+
+# ---------------------------------------------------------------------------------------------- ONNX
+
+
+def test_onnx_matches_fp32_on_mixed_length_batches(run_dir, fp32, tmp_path):
+    path = export_onnx(fp32, tmp_path / "clf.onnx")
+    assert (tmp_path / "clf.json").is_file()
+    onnx = OnnxPredictor.load(path)
+    texts = read_test_texts(run_dir)[:40]
+    ids, lengths = mixed_batch(fp32, texts)
+    expected = torch_logits(fp32.model, ids, lengths)[0]
+    got = onnx.run(ids, lengths)[0]
+    assert np.abs(expected - got).max() <= 1e-4
+    # the short texts in the padded batch score as if each were alone
+    for row in np.argsort(lengths)[:3]:
+        alone = onnx.run(ids[row:row + 1, :lengths[row]], lengths[row:row + 1])[0]
+        assert np.abs(alone - got[row]).max() <= 1e-4
+    assert [p.label for p in onnx.predict(texts)] == [p.label for p in fp32.predict(texts)]
+
+
+@pytest.mark.parametrize("variant", [
+    dict(pooling="last"), dict(pooling="mean", bidirectional=False), dict(pooling="attention"),
+    dict(pooling="max", num_layers=2, layer_norm=True, residual=True), dict(pooling="last", num_layers=2),
+])
+def test_onnx_export_of_each_architecture_matches_torch(variant, tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=60, embedding_dim=8, hidden_dim=8, dropout=0.0, num_classes=[2, 4], **variant)
+    model = LSTMClassifier(config).eval()
+    if model.norms is not None:  # non-trivial LayerNorm so that padding handling shows
+        for norm in model.norms:
+            torch.nn.init.normal_(norm.bias)
+    encoder = TextEncoder(TextConfig(tokenizer="whitespace"), Vocabulary(["<pad>", "<unk>"] + [f"w{i}" for i in range(58)]))
+    predictor = Predictor(model, encoder, ["sentiment", "topic"], [["neg", "pos"], ["a", "b", "c", "d"]])
+    onnx = OnnxPredictor.load(export_onnx(predictor, tmp_path / "m.onnx"))
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(2, 60, size=n).tolist() for n in (9, 1, 4, 7, 2, 9)]
+    ids, lengths = pad_batch(seqs)
+    for expected, got in zip(torch_logits(model, ids, lengths), onnx.run(ids, lengths)):
+        assert np.abs(expected - got).max() <= 1e-4
+    texts = ["w1 w2 w3", "w5", "w7 w8 w9 w10 w11 zzz"]
+    for a, b in zip(onnx.predict(texts), predictor.predict(texts)):
+        assert a.tasks["topic"]["label"] == b.tasks["topic"]["label"]
+        assert a.probs == pytest.approx(b.probs, abs=1e-5)
+
+
+def test_onnx_without_its_sidecar_is_refused_with_a_clear_message(fp32, tmp_path):
+    path = export_onnx(fp32, tmp_path / "clf.onnx")
+    (tmp_path / "clf.json").unlink()
+    with pytest.raises(ExportError, match="sidecar"):
+        OnnxPredictor.load(path)
+
+
+# ---------------------------------------------------------------------------------------------- int8
+
+
+def test_int8_file_is_int8_and_reloads_to_the_same_model(run_dir, fp32, tmp_path):
+    path = export_int8(fp32, tmp_path / "clf-int8.safetensors")
+    with safe_open(str(path), "pt") as handle:
+        dtypes = {key: handle.get_tensor(key).dtype for key in handle.keys()}
+    assert dtypes["embedding.weight_int8"] == torch.int8
+    assert dtypes["lstms.0.weight_ih_l0.int8"] == torch.int8 and dtypes["heads.0.weight.int8"] == torch.int8
+    assert path.stat().st_size < (run_dir / "model.safetensors").stat().st_size / 2
+    reloaded = load_int8(path)
+    ids, lengths = mixed_batch(fp32, read_test_texts(run_dir)[:40])
+    in_memory = torch_logits(quantize_model(fp32.model), ids, lengths)[0]
+    np.testing.assert_array_equal(torch_logits(reloaded.model, ids, lengths)[0], in_memory)
+    assert np.abs(in_memory - torch_logits(fp32.model, ids, lengths)[0]).max() < 0.1
+
+
+def test_int8_agrees_with_fp32_on_the_test_set(run_dir, fp32, tmp_path):
+    int8 = load_int8(export_int8(fp32, tmp_path / "m.safetensors"))
+    texts = read_test_texts(run_dir)
+    a = [p.label for p in fp32.predict(texts)]
+    b = [p.label for p in int8.predict(texts)]
+    assert len(texts) >= 80
+    assert np.mean([x == y for x, y in zip(a, b)]) >= 0.99
+
+
+# ---------------------------------------------------------------------------------------------- bundle
+
+
+def test_bundle_round_trip_predicts_like_the_run(run_dir, fp32, tmp_path):
+    path = export_bundle(run_dir, tmp_path / "model.zip")
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        card = zf.read("MODEL_CARD.md").decode()
+        config = json.loads(zf.read("config.json"))
+    assert {"model.safetensors", "config.json", "vocab.json", "labels.json", "tokenizer.json",
+            "metrics.json", "MODEL_CARD.md"} <= names
+    assert not any(n.endswith((".pt", ".pkl", ".bin")) for n in names)
+    assert "## Intended use" in card and "## Limitations" in card
+    test_acc = json.loads((run_dir / "metrics.json").read_text())["test"]["primary"]["accuracy"]
+    assert f"{test_acc:.4f}" in card
+    assert config["run"]["data"]["train"] == "train.csv"  # no local folder names travel in a bundle
+    loaded = load_bundle(path)
+    texts = read_test_texts(run_dir)[:30] + ["", "a word the model never saw"]
+    for a, b in zip(loaded.predict(texts), fp32.predict(texts)):
+        assert (a.label, a.probs) == (b.label, b.probs)
+    assert loaded.labels == fp32.labels
+
+
+def test_bundle_supports_explanations(run_dir, tmp_path):
+    from core.explain import Explainer
+
+    predictor = load_bundle(export_bundle(run_dir, tmp_path / "model.zip"))
+    explanation = Explainer(predictor).explain("the plot was superb", method="occlusion")
+    assert explanation.tokens == ["the", "plot", "was", "superb"]
+    assert int(np.argmax(np.abs(explanation.scores))) == 3
+
+
+def test_upload_of_each_format_gives_a_working_predictor(run_dir, fp32, tmp_path):
+    bundle = export_bundle(run_dir, tmp_path / "b.zip")
+    onnx = export_onnx(fp32, tmp_path / "m.onnx")
+    int8 = export_int8(fp32, tmp_path / "q.safetensors")
+    uploads = [{"b.zip": bundle.read_bytes()},
+               {"m.onnx": onnx.read_bytes(), "m.json": (tmp_path / "m.json").read_bytes()},
+               {"q.safetensors": int8.read_bytes(), "q.json": (tmp_path / "q.json").read_bytes()}]
+    for files in uploads:
+        predictor = load_upload(files)
+        assert [p.label for p in predictor.predict(["a superb movie", "a dreadful movie"])] == ["pos", "neg"]
+    with pytest.raises(ExportError, match="sidecar"):
+        load_upload({"m.onnx": onnx.read_bytes()})
+
+
+# ---------------------------------------------------------------------------------------------- parity + CLI
+
+
+def test_export_run_writes_a_parity_report(run_dir, tmp_path):
+    result = export_run(run_dir, ["bundle", "int8", "onnx"], tmp_path / "out", latency_examples=8, repeats=1,
+                        log=lambda line: None)
+    saved = json.loads((tmp_path / "out" / "parity.json").read_text())
+    assert saved == json.loads(json.dumps(result.parity))
+    formats = saved["formats"]
+    assert set(formats) == {"fp32", "int8", "onnx"}
+    assert formats["onnx"]["max_logit_diff"] <= 1e-4 and saved["targets"]["onnx"]["logit_ok"]
+    assert formats["int8"]["agreement"] >= 0.99
+    assert formats["int8"]["size_bytes"] < formats["fp32"]["size_bytes"]
+    assert formats["fp32"]["accuracy"] >= 0.9
+    assert all(f["p50_ms_batch_1"] > 0 and f["p50_ms_batch_32"] > 0 for f in formats.values())
+    for name in ("bundle", "int8", "onnx"):
+        assert result.paths[name].is_file()
+    assert "parity.json" in zipfile.ZipFile(result.paths["bundle"]).namelist()
+
+
+def test_cli_export_then_predict_from_bundle_and_onnx(run_dir, tmp_path, capsys):
+    assert cli_main(["export", "--run", str(run_dir), "--format", "bundle", "--out", str(tmp_path / "m.zip"),
+                     "--no-parity"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "m.zip")
+    assert cli_main(["export", "--run", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "max|dlogit|" in out and (tmp_path / "parity.json").is_file()
+    for flag, path in (("--bundle", "m.zip"), ("--onnx", "m.onnx")):
+        assert cli_main(["predict", flag, str(tmp_path / path), "--json", "a superb film", "dreadful"]) == 0
+        lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+        assert [line["label"] for line in lines] == ["pos", "neg"]
+
+
+def test_cli_export_rejects_an_unknown_format(run_dir, capsys):
+    assert cli_main(["export", "--run", str(run_dir), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err
+    assert "tflite" in err and "bundle, int8, onnx" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+
+def test_export_page_exports_and_offers_downloads(run_dir, monkeypatch, tmp_path):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LSTM_STUDIO_RUNS_DIR", str(run_dir.parent))
+    monkeypatch.setenv("LSTM_STUDIO_DEMO_DIR", str(tmp_path / "no-demo"))
+    page = Path(__file__).resolve().parent.parent / "pages" / "6_Export.py"
+    at = AppTest.from_file(str(page), default_timeout=300).run()
+    assert not at.exception
+    at.multiselect(key="export.formats").set_value(["bundle", "onnx"]).run()
+    at.button(key="export.go").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["format"]) == ["fp32", "int8", "onnx"]
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert any("model-bundle.zip" in x for x in labels) and any("model.onnx" in x for x in labels)
+    assert any("model.json" in x for x in labels)
+    assert any("ONNX logits differ" in s.value for s in at.success)

@@ -357,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="export a run as a bundle, int8 weights or ONNX, with a parity report")
     export.add_argument("--run", required=True, help="run directory")
     export.add_argument("--format", default="bundle",
-                        help="bundle, int8 or onnx; several comma-separated (default: bundle)")
+                        help="bundle, int8, onnx or onnx-int8; several comma-separated (default: bundle)")
     export.add_argument("--out", default=None,
                         help="output file (one format) or folder (default: RUN/export); parity.json goes beside it")
     export.add_argument("--threads", type=int, default=None,

@@ -9,6 +9,7 @@ distribution with the spread of the pretrained vectors; ``<pad>`` is zero.
 from __future__ import annotations
 
 import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def _lookup_text_file(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarra
                                        f"first vector had {dim}. Is this a word-vectors text file?")
                 if parts[0] in wanted and parts[0] not in found:
                     found[parts[0]] = np.asarray(parts[1:], dtype=np.float32)
-    except (OSError, UnicodeError, EOFError) as err:
+    except (OSError, UnicodeError, EOFError, zlib.error) as err:
         raise VectorsError(f"Could not read vectors file {path}: {err}.") from err
     except ValueError as err:
         if isinstance(err, VectorsError):
@@ -111,13 +112,16 @@ def _lookup_text_file_head(path: Path) -> tuple[None, int]:
         raise VectorsError(f"Vectors file {path} not found. Give a GloVe/word2vec/fastText .txt or "
                            f".vec file (optionally .gz), or the name glove-6b-50d.")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, 1):
-            parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
-                return None, int(parts[1])
-            if len(parts) >= 2:
-                return None, len(parts) - 1
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                parts = line.rstrip().split(" ")
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    return None, int(parts[1])
+                if len(parts) >= 2:
+                    return None, len(parts) - 1
+    except (OSError, EOFError, zlib.error) as err:
+        raise VectorsError(f"Could not read vectors file {path}: {err}.") from err
     raise VectorsError(f"{path} holds no vectors.")
 
 

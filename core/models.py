@@ -27,6 +27,13 @@ class ModelConfig:
     packed: bool = True  # pack_padded_sequence: the LSTM never reads padding
     layer_norm: bool = False  # LayerNorm after each LSTM layer
     residual: bool = False  # add each LSTM layer's input to its output (from layer 2 on)
+    # > 0: read the text in segments of this many tokens, carrying the forward LSTM state from one
+    # segment to the next (detached: truncated BPTT); the backward direction reads each segment on
+    # its own. Texts are then read whole: the encoder no longer cuts them at max_length.
+    chunk_length: int = 0
+    # word-level BiLSTM per sentence -> sentence-level BiLSTM -> attention over sentences; the
+    # encoder marks sentence ends with "</s>" (spaCy sentencizer), see core/hierarchical.py
+    hierarchical: bool = False
     num_classes: list[int] = field(default_factory=lambda: [2])  # one entry per task
     padding_idx: int = 0
 
@@ -40,6 +47,12 @@ class ModelConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"The 'pooling' parameter must be one of {', '.join(POOLINGS)}. "
                              f"Got {self.pooling!r} instead.")
+        if not isinstance(self.chunk_length, int) or isinstance(self.chunk_length, bool) or self.chunk_length < 0:
+            raise ValueError(f"The 'chunk_length' parameter must be an int >= 0 (0 = off). "
+                             f"Got {self.chunk_length!r} instead.")
+        if self.hierarchical and self.chunk_length:
+            raise ValueError("The 'hierarchical' and 'chunk_length' parameters cannot be combined: the "
+                             "hierarchical model already reads long texts one sentence at a time.")
         if not self.num_classes or any(n < 2 for n in self.num_classes):
             raise ValueError(f"Each task needs at least 2 classes. Got {self.num_classes!r}.")
         return self
@@ -116,9 +129,54 @@ class LSTMClassifier(nn.Module):
     def encode(self, embedded: torch.Tensor, lengths: torch.Tensor,
                state=None) -> tuple[torch.Tensor, torch.Tensor, list]:
         """Run the LSTM stack. Returns states (B, T, H*dirs), last (B, H*dirs), final (h, c) per layer."""
+        chunk = self.config.chunk_length
+        if chunk and embedded.shape[1] > chunk and state is None:
+            return self._encode_chunked(embedded, lengths, chunk)
+        return self._encode(embedded, lengths, state, self.config.packed)
+
+    def _encode_chunked(self, embedded: torch.Tensor, lengths: torch.Tensor,
+                        chunk: int) -> tuple[torch.Tensor, torch.Tensor, list]:
+        """Truncated BPTT: segments of ``chunk`` tokens; the forward state is carried (detached)
+        from one segment to the next, the backward direction starts afresh in every segment."""
+        B, T, _ = embedded.shape
+        H, dirs = self.config.hidden_dim, 2 if self.config.bidirectional else 1
+        lengths = lengths.cpu()
+        zeros = embedded.new_zeros(B, H)
+        carried = [(zeros, zeros) for _ in self.lstms]  # forward (h, c) per layer, (B, H) each
+        forward_last, backward_first = zeros, zeros
+        pieces = []
+        for start in range(0, T, chunk):
+            width = min(chunk, T - start)
+            piece_lengths = (lengths - start).clamp(0, width)
+            active = torch.nonzero(piece_lengths > 0).squeeze(1).to(embedded.device)
+            if len(active) == 0:  # only padding from here on
+                pieces.append(embedded.new_zeros(B, T - start, H * dirs))
+                break
+            state = []
+            for h, c in carried:
+                h0, c0 = h[active].unsqueeze(0), c[active].unsqueeze(0)  # (1, b, H)
+                if dirs == 2:
+                    h0, c0 = torch.cat([h0, torch.zeros_like(h0)]), torch.cat([c0, torch.zeros_like(c0)])
+                state.append((h0.contiguous(), c0.contiguous()))
+            states, _, piece_finals = self._encode(embedded[active, start:start + width],
+                                                   piece_lengths[active.cpu()], state, packed=True)
+            dtype = embedded.dtype  # autocast may hand back lower-precision states
+            pieces.append(embedded.new_zeros(B, width, H * dirs).index_copy(0, active, states.to(dtype)))
+            carried = [(h_.index_copy(0, active, fh[0].detach().to(dtype)),
+                        c_.index_copy(0, active, fc[0].detach().to(dtype)))
+                       for (h_, c_), (fh, fc) in zip(carried, piece_finals)]
+            forward_last = forward_last.index_copy(0, active, piece_finals[-1][0][0].to(dtype))
+            if start == 0 and dirs == 2:
+                backward_first = piece_finals[-1][0][1].to(dtype)  # the backward direction ends at token 0
+        states = torch.cat(pieces, dim=1)[:, :T]
+        last = torch.cat([forward_last, backward_first], dim=-1) if dirs == 2 else forward_last
+        finals = [(h.unsqueeze(0), c.unsqueeze(0)) for h, c in carried]  # forward direction only
+        return states, last, finals
+
+    def _encode(self, embedded: torch.Tensor, lengths: torch.Tensor, state,
+                packed: bool) -> tuple[torch.Tensor, torch.Tensor, list]:
         B, T, _ = embedded.shape
         x = self.dropout(embedded)
-        packed = self.config.packed
         if packed:
             x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         finals = []
@@ -172,4 +230,7 @@ class LSTMClassifier(nn.Module):
 
 
 def build_model(config: ModelConfig) -> nn.Module:
+    if config.hierarchical:
+        from core.hierarchical import HierarchicalClassifier
+        return HierarchicalClassifier(config)
     return LSTMClassifier(config)

@@ -95,14 +95,27 @@ class Splits:
     notes: list[str] = field(default_factory=list)
 
 
+def download_progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A progress callback for dataset downloads that logs every tenth of the way."""
+    shown = {"tenth": -1}
+
+    def report(done: int, total: int) -> None:
+        tenth = done * 10 // total if total else 0
+        if tenth != shown["tenth"]:
+            shown["tenth"] = tenth
+            size = f"{done / 1e6:.1f} of {total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+            log(f"downloading: {size}")
+    return report
+
+
 def load_splits(cfg: DataConfig, seed: int = 13, log: Callable[[str], None] = print) -> Splits:
     """Read the training data (files or a built-in dataset) and carve missing splits from train."""
     notes: list[str] = []
     report = None
     if cfg.dataset:
-        parts = data_mod.load_builtin(cfg.dataset)
-        train = parts.get("train") or parts.get("all")
-        valid = parts.get("dev") or parts.get("valid")
+        parts = data_mod.load_builtin(cfg.dataset, progress=download_progress(log))
+        train = parts["train"] if "train" in parts else parts["all"]
+        valid = parts.get("dev", parts.get("valid"))
         test = parts.get("test")
     elif cfg.train:
         train, report = data_mod.load_table(cfg.train, cfg.text_col, cfg.label_cols)
@@ -293,8 +306,14 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
                    "valid": valid_metrics, "test": test_metrics,
                    "epochs_run": len(result.history),
                    "train_seconds": round(sum(r["seconds"] for r in result.history), 2)}
-        _save_weights(run_dir / "model.safetensors", model.state_dict())
-        atomic_write_json(run_dir / "metrics.json", metrics)
+        try:
+            _save_weights(run_dir / "model.safetensors", model.state_dict())
+            atomic_write_json(run_dir / "metrics.json", metrics)
+        except Exception as err:  # e.g. a full disk: the run is not finished, and must not look finished
+            (run_dir / "model.safetensors").unlink(missing_ok=True)
+            write_status(run_dir, "failed", f"{type(err).__name__}: {err}", created=_created(run_dir),
+                         traceback=traceback.format_exc(limit=5))
+            raise
         summary = test_metrics["primary"] if test_metrics else valid_metrics["primary"]
         log(f"{'test' if test_metrics else 'valid'}: accuracy={summary['accuracy']:.4f} "
             f"macro_f1={summary['macro_f1']:.4f} auc={summary['auc'] if summary['auc'] is None else round(summary['auc'], 4)}")

@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
+# sentence end marker: only in vocabularies built with sentence_breaks, where it is always id 2
+SENT_END, SENT_END_ID = "</s>", 2
 TOKENIZERS = ("en", "zh", "xx", "whitespace")
 
 _BREAK_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
@@ -30,6 +32,8 @@ class TextConfig:
     max_vocab_size: int = 25_000  # most frequent tokens kept, plus <pad> and <unk>
     min_freq: int = 1  # a token seen fewer times becomes <unk>
     max_length: int = 400  # tokens kept per text; longer texts are truncated
+    truncate: bool = True  # False reads texts whole, ignoring max_length (set for chunked models)
+    sentence_breaks: bool = False  # append "</s>" after each sentence (set for hierarchical models)
 
     def validate(self) -> "TextConfig":
         if self.tokenizer not in TOKENIZERS:
@@ -58,6 +62,30 @@ def _spacy_tokenizer(name: str):
         nlp = spacy.blank("zh", config={"nlp": {"tokenizer": {"segmenter": "jieba"}}})
         return nlp.tokenizer
     return spacy.blank(name).tokenizer
+
+
+@lru_cache(maxsize=1)
+def _sentencizer():
+    import spacy
+
+    nlp = spacy.blank("xx")  # rule-based: . ! ? and their CJK and other-script forms end a sentence
+    nlp.add_pipe("sentencizer")
+    return nlp
+
+
+def mark_sentences(tokens: Sequence[str]) -> list[str]:
+    """``["hi", ".", "bye"]`` -> ``["hi", ".", "</s>", "bye", "</s>"]`` (spaCy sentencizer)."""
+    if not tokens:
+        return []
+    from spacy.tokens import Doc
+
+    nlp = _sentencizer()
+    doc = nlp(Doc(nlp.vocab, words=list(tokens)))
+    marked: list[str] = []
+    for sentence in doc.sents:
+        marked.extend(t.text for t in sentence)
+        marked.append(SENT_END)
+    return marked
 
 
 class Tokenizer:
@@ -94,19 +122,21 @@ class Vocabulary:
 
     @classmethod
     def build(cls, token_lists: Iterable[Sequence[str]], max_size: int = 25_000,
-              min_freq: int = 1) -> "Vocabulary":
+              min_freq: int = 1, reserved: Sequence[str] = ()) -> "Vocabulary":
         counts = Counter()
         for tokens in token_lists:
             counts.update(tokens)
-        return cls.from_counts(counts, max_size, min_freq)
+        return cls.from_counts(counts, max_size, min_freq, reserved)
 
     @classmethod
-    def from_counts(cls, counts: Counter, max_size: int = 25_000, min_freq: int = 1) -> "Vocabulary":
-        counts.pop(PAD, None)
-        counts.pop(UNK, None)
+    def from_counts(cls, counts: Counter, max_size: int = 25_000, min_freq: int = 1,
+                    reserved: Sequence[str] = ()) -> "Vocabulary":
+        """``reserved`` tokens follow ``<unk>`` (ids 2, 3, ...) whatever their counts."""
+        for token in (PAD, UNK, *reserved):
+            counts.pop(token, None)
         # most frequent first; ties broken alphabetically so the vocabulary is reproducible
         ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
-        return cls([PAD, UNK] + ranked[:max_size])
+        return cls([PAD, UNK, *reserved] + ranked[:max_size])
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -115,7 +145,8 @@ class Vocabulary:
         return token in self.stoi
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
-        return [self.stoi.get(t, UNK_ID) for t in tokens]
+        # a literal "<pad>" in the text is an unknown word, never padding
+        return [self.stoi.get(t, UNK_ID) or UNK_ID for t in tokens]
 
     def decode(self, ids: Sequence[int]) -> list[str]:
         return [self.itos[i] if 0 <= i < len(self.itos) else UNK for i in ids]
@@ -158,13 +189,22 @@ class TextEncoder:
     @classmethod
     def fit(cls, config: TextConfig, texts: Iterable[str]) -> "TextEncoder":
         config.validate()
-        tokenizer = Tokenizer(config.tokenizer, config.lowercase)
-        vocab = Vocabulary.build((tokenizer(t) for t in texts), config.max_vocab_size, config.min_freq)
-        return cls(config, vocab)
+        encoder = cls(config, Vocabulary([PAD, UNK]))
+        reserved = (SENT_END,) if config.sentence_breaks else ()
+        encoder.vocab = Vocabulary.build((encoder.tokenize(t) for t in texts), config.max_vocab_size,
+                                         config.min_freq, reserved)
+        return encoder
+
+    def tokenize(self, text: str) -> list[str]:
+        """Tokens, with ``</s>`` after each sentence when ``sentence_breaks`` is on."""
+        tokens = self.tokenizer(text)
+        return mark_sentences(tokens) if self.config.sentence_breaks else tokens
 
     def encode(self, text: str, max_length: int | None = None) -> Encoded:
         limit = self.config.max_length if max_length is None else max_length
-        tokens = self.tokenizer(text)
+        if max_length is None and not self.config.truncate:
+            limit = None
+        tokens = self.tokenize(text)
         kept = tokens[:limit] if limit else tokens
         if not kept:
             # a zero-length sequence cannot be packed; the model reads one <unk> instead

@@ -315,6 +315,8 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
     model.to(device)
     base_model = model.module if hasattr(model, "module") else model
     base_model.embedding.weight.requires_grad_(not config.freeze_embeddings)
+    if distributed is not None:  # wrapped after freezing: DDP syncs only parameters that take gradients
+        model = distributed.wrap(base_model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt_cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_cls(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -372,7 +374,10 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
                 logits, _ = model(ids, lens)
             loss = sum(w * task_loss(lg, targets[:, k], config.label_smoothing, class_weights[k])
                        for k, (w, lg) in enumerate(zip(task_weights, logits)))
-        if not torch.isfinite(loss):
+        diverged = not bool(torch.isfinite(loss))
+        if distributed is not None:  # every rank leaves at the same step, none waits in an all-reduce
+            diverged = distributed.any(diverged)
+        if diverged:
             raise Diverged(f"loss became {loss.item()} at epoch {state['epoch'] + 1}, step {state['global_step'] + 1}")
         (scaler.scale(loss) if scaler else loss).backward()
         if config.fgm_epsilon > 0 and embedded is not None and embedded.grad is not None:
@@ -405,7 +410,7 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
             batches = list(sampler)
             step = 0
             while batches:
-                if stop.is_set():
+                if distributed.any(stop.is_set()) if distributed else stop.is_set():
                     raise _Cancelled()
                 index = batches.pop(0)
                 ids, lens = collate([train_seqs[i] for i in index])
@@ -414,16 +419,18 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
                 try:
                     loss, ok = train_step(ids, lens, targets)
                 except RuntimeError as err:
-                    if not _is_oom(err) or len(index) < 2:
+                    if not _is_oom(err) or len(index) < 2 or distributed is not None:
                         raise
                     optimizer.zero_grad(set_to_none=True)
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
                     # out of memory: halve this batch and every later one, and carry on
                     half = len(index) // 2
-                    batches[:0] = [index[:half], index[half:]]
                     state["batch_size"] = batch_size = max(1, batch_size // 2)
-                    steps += 1
+                    # this epoch's later batches are split too: at their old size they would fail again
+                    batches[:] = [index[:half], index[half:]] + [
+                        b[i:i + batch_size] for b in batches for i in range(0, len(b), batch_size)]
+                    steps = step + len(batches)
                     continue
                 step += 1
                 state["global_step"] += 1
@@ -442,6 +449,8 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
                 train_loss, train_acc, tokens = distributed.reduce_train(loss_sum, correct, seen, tokens)
             valid = evaluate_tasks(base_model, valid_seqs, valid_y, label_sets, device, config.label_smoothing)
             score = _score(valid, config.select_metric)
+            if distributed:  # rank 0's score drives every decision, so all ranks stop at the same epoch
+                score = distributed.broadcast(score)
             improved = score > state["best_score"]
             if improved:
                 state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0

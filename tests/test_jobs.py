@@ -1,0 +1,194 @@
+"""Background training jobs and the per-owner registry (core/jobs.py)."""
+
+from __future__ import annotations
+
+import csv
+import random
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.jobs import JobRegistry, JobSnapshot, TrainingJob
+from core.models import ModelConfig
+from core.pipeline import DataConfig, RunConfig, RunResult
+from core.runs import read_status
+from core.text import TextConfig
+from core.training import AfterBatch, AfterEpoch, AfterFit, BeforeFit, TrainConfig
+
+FILLER = "the a movie film plot actor scene story time people really quite".split()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models run fastest on one thread; several threads only fight over shared cores
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_csv(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["text", "label"])
+        for _ in range(n):
+            label = rng.choice(["neg", "pos"])
+            words = rng.choices(FILLER, k=rng.randint(2, 8)) + ["great" if label == "pos" else "awful"]
+            rng.shuffle(words)
+            writer.writerow([" ".join(words), label])
+    return path
+
+
+def tiny_config(train: Path, epochs: int = 3) -> RunConfig:
+    return RunConfig(data=DataConfig(train=str(train)), text=TextConfig(tokenizer="whitespace"),
+                     model=ModelConfig(embedding_dim=8, hidden_dim=8),
+                     train=TrainConfig(epochs=epochs, batch_size=16, lr=0.01, warmup_steps=0, device="cpu",
+                                       patience=100))
+
+
+def wait_for(job: TrainingJob, condition, timeout: float = 60.0) -> JobSnapshot:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        snap = job.snapshot()
+        if condition(snap) or snap.done:
+            return snap
+        time.sleep(0.005)
+    raise AssertionError(f"job never reached the condition; last snapshot {job.snapshot()}")
+
+
+def test_snapshot_progresses_and_completes(tmp_path):
+    registry = JobRegistry()
+    job = registry.submit(tiny_config(write_csv(tmp_path / "t.csv", 200), epochs=4), "alice", runs_dir=tmp_path)
+    seen = []
+    while not job.snapshot().done:
+        seen.append(job.snapshot())
+        time.sleep(0.005)
+    final = job.join(30)
+    assert final.status == "completed" and final.finished is not None and final.progress == 1.0
+    assert final.run_dir == str(tmp_path / job.job_id)
+    assert read_status(final.run_dir)["status"] == "completed"
+    assert (Path(final.run_dir) / "model.safetensors").is_file()
+    assert [r["epoch"] for r in final.history] == [1, 2, 3, 4]
+    assert final.epochs == 4 and final.steps_per_epoch == 10  # 160 training rows / 16
+    assert [step for step, _ in final.batch_losses] == list(range(1, 41))
+    assert final.metrics["test"]["primary"]["n"] == 20
+    assert any(line.startswith("vocabulary:") for line in final.log)
+    running = [s for s in seen if s.status == "running" and s.step > 0]
+    assert running, "no snapshot was taken while the job ran"
+    progress = [s.progress for s in running]
+    assert progress == sorted(progress) and 0 < progress[0] < 1
+    assert all(s.eta_seconds is not None and s.eta_seconds >= 0 for s in running)
+    with pytest.raises(Exception):  # snapshots are frozen: a UI cannot change the job through one
+        final.status = "failed"
+
+
+def test_stop_cancels_the_job(tmp_path):
+    registry = JobRegistry()
+    job = registry.submit(tiny_config(write_csv(tmp_path / "t.csv", 200), epochs=200), "bob", runs_dir=tmp_path)
+    wait_for(job, lambda s: s.step >= 2)
+    job.stop()
+    final = job.join(30)
+    assert final.status == "cancelled" and "stopped by the user" in final.message
+    assert not job.alive
+    assert read_status(final.run_dir)["status"] == "cancelled"
+    assert not (Path(final.run_dir) / "model.safetensors").exists()
+    assert final.epoch < 200
+
+
+def test_a_failed_job_records_the_message(tmp_path):
+    registry = JobRegistry()
+    job = registry.submit(tiny_config(tmp_path / "no-such-file.csv"), "carol", runs_dir=tmp_path)
+    final = job.join(30)
+    assert final.status == "failed" and final.done
+    assert "no-such-file.csv" in final.message and final.message.startswith("DataError")
+    assert any("Traceback" in line for line in final.log)
+
+
+def test_owners_only_see_their_own_jobs_and_runs(tmp_path):
+    data = write_csv(tmp_path / "t.csv", 200)
+    registry = JobRegistry()
+    a1 = registry.submit(tiny_config(data, epochs=1), "alice", runs_dir=tmp_path)
+    a2 = registry.submit(tiny_config(data, epochs=500), "alice", runs_dir=tmp_path)
+    b1 = registry.submit(tiny_config(data, epochs=500), "bob", runs_dir=tmp_path)
+    try:
+        assert {j.job_id for j in registry.jobs("alice")} == {a1.job_id, a2.job_id}
+        assert [j.job_id for j in registry.jobs("bob")] == [b1.job_id]
+        assert registry.jobs("mallory") == []
+        assert registry.get(a1.job_id, "alice") is a1
+        assert registry.get(a1.job_id, "bob") is None and registry.get(b1.job_id, "alice") is None
+        assert registry.get("no-such-job", "alice") is None
+        wait_for(b1, lambda s: s.step >= 1)
+        # alice's view hides bob's unfinished run folder, and bob's view hides alice's
+        assert registry.running_run_dirs(exclude_owner="alice") == {str((tmp_path / b1.job_id).resolve())}
+        assert str((tmp_path / b1.job_id).resolve()) not in registry.running_run_dirs(exclude_owner="bob")
+    finally:
+        for job in (a2, b1):
+            job.stop()
+    assert a1.join(60).status == "completed"
+    assert {job.join(60).status for job in (a2, b1)} == {"cancelled"}
+    assert registry.running_run_dirs() == set()
+
+
+def fake_train(config, *, splits, runs_dir, run_id, callbacks, stop, log):
+    """A cheap stand-in for train_run that emits the same events (for the registry stress test)."""
+    epochs, steps = 3, 5
+    emit = lambda event: [cb(event) for cb in callbacks]  # noqa: E731
+    emit(BeforeFit(epochs, steps, 50, 10, "cpu", 100))
+    step = 0
+    history = []
+    for epoch in range(1, epochs + 1):
+        for s in range(1, steps + 1):
+            step += 1
+            emit(AfterBatch(epoch, s, steps, step, 1.0 / step, 0.01, 1000.0, 0.001 * step))
+        record = {"epoch": epoch, "train_loss": 1.0 / epoch}
+        history.append(record)
+        emit(AfterEpoch(epoch, record, True))
+        log(f"epoch {epoch}")
+    emit(AfterFit("completed", "", epochs, 1.0))
+    return RunResult(Path(runs_dir) / run_id, "completed", "", {"owner": config["owner"]}, history)
+
+
+def test_registry_loses_no_updates_under_32_threads(tmp_path):
+    registry = JobRegistry()
+    per_thread, n_threads = 4, 32
+    submitted: dict[str, list[str]] = {}
+    errors = []
+    lock = threading.Lock()
+    start = threading.Barrier(n_threads)
+
+    def worker(i: int):
+        owner = f"owner{i % 5}"
+        try:
+            start.wait()
+            for _ in range(per_thread):
+                job = registry.submit({"owner": owner}, owner, runs_dir=tmp_path, train_fn=fake_train)
+                with lock:
+                    submitted.setdefault(owner, []).append(job.job_id)
+                for other in registry.jobs(owner):  # read while others write
+                    assert other.owner == owner
+                    other.snapshot()
+                registry.running_run_dirs(exclude_owner=owner)
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sum(len(ids) for ids in submitted.values()) == n_threads * per_thread
+    assert len({j for ids in submitted.values() for j in ids}) == n_threads * per_thread  # unique job ids
+    for owner, ids in submitted.items():
+        jobs = registry.jobs(owner)
+        assert sorted(j.job_id for j in jobs) == sorted(ids)
+        for job in jobs:
+            final = job.join(30)
+            assert final.status == "completed" and final.metrics == {"owner": owner}
+            assert [r["epoch"] for r in final.history] == [1, 2, 3]
+            assert [s for s, _ in final.batch_losses] == list(range(1, 16))
+            assert final.log == ("epoch 1", "epoch 2", "epoch 3")

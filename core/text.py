@@ -198,7 +198,10 @@ class TextEncoder:
     def tokenize(self, text: str) -> list[str]:
         """Tokens, with ``</s>`` after each sentence when ``sentence_breaks`` is on."""
         tokens = self.tokenizer(text)
-        return mark_sentences(tokens) if self.config.sentence_breaks else tokens
+        if not self.config.sentence_breaks:
+            return tokens
+        # a literal "</s>" in the text is an unknown word, never a sentence end
+        return mark_sentences([UNK if t == SENT_END else t for t in tokens])
 
     def encode(self, text: str, max_length: int | None = None) -> Encoded:
         limit = self.config.max_length if max_length is None else max_length

@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 
 from core.cli import main as cli_main
-from core.export import (ExportError, OnnxPredictor, export_bundle, export_int8, export_onnx, export_run,
-                         load_bundle, load_int8, load_upload, pad_batch, quantize_model)
+from core.export import (ExportError, OnnxPredictor, export_bundle, export_int8, export_onnx, export_onnx_int8,
+                         export_run, format_parity, load_bundle, load_int8, load_upload, pad_batch, quantize_model)
 from core.models import LSTMClassifier, ModelConfig
 from core.pipeline import DataConfig, RunConfig, train_run
 from core.predict import Predictor
@@ -136,6 +136,88 @@ def test_onnx_without_its_sidecar_is_refused_with_a_clear_message(fp32, tmp_path
         OnnxPredictor.load(path)
 
 
+# ---------------------------------------------------------------------------------------------- ONNX int8
+
+
+def graph_summary(path: Path) -> tuple[set[str], dict[str, tuple[int, tuple[int, ...]]]]:
+    """(op types, initializer name -> (ONNX data type, shape)) of an ONNX file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    return ({n.op_type for n in proto.graph.node},
+            {t.name: (t.data_type, tuple(t.dims)) for t in proto.graph.initializer})
+
+
+def test_onnx_int8_matches_fp32_on_mixed_length_batches(run_dir, fp32, tmp_path):
+    from onnx import TensorProto
+
+    path = export_onnx_int8(fp32, tmp_path / "clf.onnx")
+    assert json.loads((tmp_path / "clf.json").read_text())["format"] == "onnx-int8"
+    ops, initializers = graph_summary(path)
+    assert {"DynamicQuantizeLSTM", "MatMulInteger"} <= ops and "LSTM" not in ops
+    vocab_rows = [(dtype, shape) for dtype, shape in initializers.values() if shape[:1] == (fp32.model.config.vocab_size,)]
+    assert (TensorProto.INT8, (fp32.model.config.vocab_size, 16)) in vocab_rows  # the embedding table
+    assert not any(dtype == TensorProto.FLOAT and len(shape) == 2 and shape[1] == 16 for dtype, shape in vocab_rows)
+
+    onnx_int8 = OnnxPredictor.load(path)
+    assert onnx_int8.metadata["format"] == "onnx-int8"
+    texts = read_test_texts(run_dir)[:40]
+    ids, lengths = mixed_batch(fp32, texts)
+    expected = torch_logits(fp32.model, ids, lengths)[0]
+    got = onnx_int8.run(ids, lengths)[0]
+    assert np.abs(expected - got).max() < 0.25
+    assert (np.sign(expected) == np.sign(got)).all()
+    # padding does not leak into the short texts: each scores (nearly) as if it were alone
+    for row in np.argsort(lengths)[:3]:
+        alone = onnx_int8.run(ids[row:row + 1, :lengths[row]], lengths[row:row + 1])[0]
+        assert np.abs(alone - got[row]).max() < 0.05
+
+
+def test_onnx_int8_agrees_with_fp32_on_the_test_set(run_dir, fp32, tmp_path):
+    onnx_int8 = OnnxPredictor.load(export_onnx_int8(fp32, tmp_path / "q.onnx"))
+    texts = read_test_texts(run_dir) + ["", "a word the model never saw"]
+    a = fp32.predict(texts)
+    b = onnx_int8.predict(texts)
+    assert len(texts) >= 80
+    assert np.mean([x.label == y.label for x, y in zip(a, b)]) >= 0.99
+    assert max(abs(x.probs["pos"] - y.probs["pos"]) for x, y in zip(a, b)) < 0.05
+
+
+@pytest.mark.parametrize("variant", [dict(pooling="attention"), dict(pooling="mean", bidirectional=False),
+                                     dict(pooling="max", num_layers=2, layer_norm=True, residual=True)])
+def test_onnx_int8_is_a_quarter_of_the_size_when_the_embedding_dominates(variant, tmp_path):
+    torch.manual_seed(0)
+    vocab = ["<pad>", "<unk>"] + [f"w{i}" for i in range(3998)]
+    config = ModelConfig(vocab_size=len(vocab), embedding_dim=32, hidden_dim=8, dropout=0.0, num_classes=[2, 3],
+                         **variant)
+    model = LSTMClassifier(config).eval()
+    predictor = Predictor(model, TextEncoder(TextConfig(tokenizer="whitespace"), Vocabulary(vocab)),
+                          ["sentiment", "topic"], [["neg", "pos"], ["a", "b", "c"]])
+    fp32_size = export_onnx(predictor, tmp_path / "fp32.onnx").stat().st_size
+    path = export_onnx_int8(predictor, tmp_path / "int8.onnx")
+    assert fp32_size / path.stat().st_size >= 3
+    onnx_int8 = OnnxPredictor.load(path)
+    rng = np.random.default_rng(2)
+    ids, lengths = pad_batch([rng.integers(2, len(vocab), size=n).tolist() for n in (12, 1, 5, 9, 3)])
+    for expected, got in zip(torch_logits(model, ids, lengths), onnx_int8.run(ids, lengths)):
+        assert expected.shape == got.shape and np.abs(expected - got).max() < 0.1
+
+
+def test_onnx_int8_with_external_data_is_refused(fp32, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(export_onnx_int8(fp32, tmp_path / "q.onnx")))
+    external = tmp_path / "external"
+    external.mkdir()
+    onnx.save_model(proto, str(external / "q.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="weights.bin", size_threshold=0)
+    (external / "q.json").write_bytes((tmp_path / "q.json").read_bytes())
+    with pytest.raises(ExportError, match="external data"):
+        OnnxPredictor.load(external / "q.onnx")
+    with pytest.raises(ExportError, match="external data"):
+        load_upload({"q.onnx": (external / "q.onnx").read_bytes(), "q.json": (tmp_path / "q.json").read_bytes()})
+
+
 # ---------------------------------------------------------------------------------------------- int8
 
 
@@ -198,8 +280,10 @@ def test_upload_of_each_format_gives_a_working_predictor(run_dir, fp32, tmp_path
     bundle = export_bundle(run_dir, tmp_path / "b.zip")
     onnx = export_onnx(fp32, tmp_path / "m.onnx")
     int8 = export_int8(fp32, tmp_path / "q.safetensors")
+    onnx_int8 = export_onnx_int8(fp32, tmp_path / "o8.onnx")
     uploads = [{"b.zip": bundle.read_bytes()},
                {"m.onnx": onnx.read_bytes(), "m.json": (tmp_path / "m.json").read_bytes()},
+               {"o8.onnx": onnx_int8.read_bytes(), "o8.json": (tmp_path / "o8.json").read_bytes()},
                {"q.safetensors": int8.read_bytes(), "q.json": (tmp_path / "q.json").read_bytes()}]
     for files in uploads:
         predictor = load_upload(files)
@@ -212,30 +296,41 @@ def test_upload_of_each_format_gives_a_working_predictor(run_dir, fp32, tmp_path
 
 
 def test_export_run_writes_a_parity_report(run_dir, tmp_path):
-    result = export_run(run_dir, ["bundle", "int8", "onnx"], tmp_path / "out", latency_examples=8, repeats=1,
-                        log=lambda line: None)
+    result = export_run(run_dir, ["bundle", "int8", "onnx", "onnx-int8"], tmp_path / "out", latency_examples=8,
+                        repeats=1, log=lambda line: None)
     saved = json.loads((tmp_path / "out" / "parity.json").read_text())
     assert saved == json.loads(json.dumps(result.parity))
     formats = saved["formats"]
-    assert set(formats) == {"fp32", "int8", "onnx"}
+    assert set(formats) == {"fp32", "int8", "onnx", "onnx-int8"}
     assert formats["onnx"]["max_logit_diff"] <= 1e-4 and saved["targets"]["onnx"]["logit_ok"]
-    assert formats["int8"]["agreement"] >= 0.99
-    assert formats["int8"]["size_bytes"] < formats["fp32"]["size_bytes"]
+    for name in ("int8", "onnx-int8"):
+        assert formats[name]["agreement"] >= 0.99
+        assert formats[name]["size_bytes"] < formats["fp32"]["size_bytes"]
+        assert set(saved["targets"][name]) >= {"size_ok", "speed_ok", "accuracy_ok"}
+    assert formats["onnx-int8"]["size_bytes"] < formats["onnx"]["size_bytes"]
+    assert result.paths["onnx-int8"].name == "model-onnx-int8.onnx"
+    assert (tmp_path / "out" / "model-onnx-int8.json").is_file() and (tmp_path / "out" / "model-int8.json").is_file()
+    table = format_parity(saved)
+    assert "int8 (ONNX Runtime)" in table and "int8 (PyTorch)" in table and "targets" in table
     assert formats["fp32"]["accuracy"] >= 0.9
     assert all(f["p50_ms_batch_1"] > 0 and f["p50_ms_batch_32"] > 0 for f in formats.values())
-    for name in ("bundle", "int8", "onnx"):
+    for name in ("bundle", "int8", "onnx", "onnx-int8"):
         assert result.paths[name].is_file()
     assert "parity.json" in zipfile.ZipFile(result.paths["bundle"]).namelist()
 
 
-def test_cli_export_then_predict_from_bundle_and_onnx(run_dir, tmp_path, capsys):
+def test_cli_export_then_predict_from_bundle_onnx_and_onnx_int8(run_dir, tmp_path, capsys):
     assert cli_main(["export", "--run", str(run_dir), "--format", "bundle", "--out", str(tmp_path / "m.zip"),
                      "--no-parity"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "m.zip")
     assert cli_main(["export", "--run", str(run_dir), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
     out = capsys.readouterr().out
     assert "max|dlogit|" in out and (tmp_path / "parity.json").is_file()
-    for flag, path in (("--bundle", "m.zip"), ("--onnx", "m.onnx")):
+    assert cli_main(["export", "--run", str(run_dir), "--format", "onnx-int8", "--out", str(tmp_path / "q.onnx"),
+                     "--no-parity"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path / "q.onnx")
+    assert json.loads((tmp_path / "q.json").read_text())["format"] == "onnx-int8"
+    for flag, path in (("--bundle", "m.zip"), ("--onnx", "m.onnx"), ("--onnx", "q.onnx")):
         assert cli_main(["predict", flag, str(tmp_path / path), "--json", "a superb film", "dreadful"]) == 0
         lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
         assert [line["label"] for line in lines] == ["pos", "neg"]
@@ -244,7 +339,7 @@ def test_cli_export_then_predict_from_bundle_and_onnx(run_dir, tmp_path, capsys)
 def test_cli_export_rejects_an_unknown_format(run_dir, capsys):
     assert cli_main(["export", "--run", str(run_dir), "--format", "tflite"]) == 2
     err = capsys.readouterr().err
-    assert "tflite" in err and "bundle, int8, onnx" in err and "Traceback" not in err
+    assert "tflite" in err and "bundle, int8, onnx, onnx-int8" in err and "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------------------------- page
@@ -258,12 +353,46 @@ def test_export_page_exports_and_offers_downloads(run_dir, monkeypatch, tmp_path
     page = Path(__file__).resolve().parent.parent / "pages" / "6_Export.py"
     at = AppTest.from_file(str(page), default_timeout=300).run()
     assert not at.exception
-    at.multiselect(key="export.formats").set_value(["bundle", "onnx"]).run()
+    assert any("ONNX int8" in option for option in at.multiselect(key="export.formats").options)
+    at.multiselect(key="export.formats").set_value(["bundle", "onnx", "onnx-int8"]).run()
     at.button(key="export.go").click().run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert list(table["format"]) == ["fp32", "int8", "onnx"]
+    assert list(table["format"]) == ["fp32 (PyTorch)", "int8 (PyTorch)", "fp32 (ONNX Runtime)", "int8 (ONNX Runtime)"]
+    assert table["targets"].iloc[0] == "–" and all(table["targets"].iloc[1:] != "–")
     labels = [b.proto.label for b in at.get("download_button")]
     assert any("model-bundle.zip" in x for x in labels) and any("model.onnx" in x for x in labels)
     assert any("model.json" in x for x in labels)
+    assert any("model-onnx-int8.onnx" in x for x in labels) and any("model-onnx-int8.json" in x for x in labels)
     assert any("ONNX logits differ" in s.value for s in at.success)
+    checks = [m.value for m in list(at.success) + list(at.warning)]
+    assert any(c.startswith("int8 (ONNX Runtime) loses") for c in checks)
+
+
+def test_onnx_export_refuses_chunked_models_but_bundle_still_works(tmp_path):
+    """A chunked model reads long texts in segments the ONNX graph cannot reproduce: ONNX is
+    refused with a clear message, and the parity report falls back to fp32 vs int8."""
+    from core.export import ExportError, export_run, onnx_model_bytes
+    from core.pipeline import DataConfig, RunConfig, train_run
+    from core.predict import Predictor
+    from core.models import ModelConfig
+    from core.training import TrainConfig
+
+    rng = random.Random(0)
+    path = tmp_path / "tiny.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(120):
+            label = rng.choice(["pos", "neg"])
+            words = rng.choices("the a film plot was it".split(), k=rng.randint(3, 12))
+            words.append("great" if label == "pos" else "awful")
+            writer.writerow([" ".join(words), label])
+    cfg = RunConfig(data=DataConfig(train=str(path)), model=ModelConfig(embedding_dim=8, hidden_dim=8, chunk_length=4),
+                    train=TrainConfig(epochs=1, warmup_steps=0))
+    run = train_run(cfg, runs_dir=tmp_path / "runs", log=lambda _: None)
+    with pytest.raises(ExportError, match="bundle or int8"):
+        onnx_model_bytes(Predictor.load(run.run_dir))
+    result = export_run(run.run_dir, ["bundle"], tmp_path / "out")
+    assert (tmp_path / "out").exists() and result.parity is not None
+    assert "onnx" not in result.parity

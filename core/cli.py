@@ -268,7 +268,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from core.export import DEFAULT_NAMES, FORMATS, export_run, format_parity
+    from core.export import FORMATS, export_run, format_parity
     formats = [f.strip() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:

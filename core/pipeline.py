@@ -227,21 +227,7 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
         encoder = TextEncoder.fit(cfg.text, splits.train.texts)
     log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq})")
 
-    model_cfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(encoder.vocab),
-                               "num_classes": [len(s) for s in label_sets]})
-    matrix = coverage = None
-    if cfg.pretrained_vectors:
-        matrix, coverage = build_embedding_matrix(encoder.vocab, cfg.pretrained_vectors, seed=cfg.train.seed)
-        if model_cfg.embedding_dim != coverage.dim:
-            log(f"note: embedding_dim set to {coverage.dim} to match {cfg.pretrained_vectors}")
-            model_cfg.embedding_dim = coverage.dim
-        log(str(coverage))
-    cfg.model = model_cfg
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(model_cfg)
-    if matrix is not None:
-        with torch.no_grad():
-            model.embedding.weight.copy_(torch.from_numpy(matrix))
+    model, coverage = build_initial_model(cfg, encoder, label_sets, log)
 
     def encode(table: TextTable):
         y, keep = label_matrix(table, label_sets)
@@ -259,13 +245,7 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
     if rank_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume:
-            atomic_write_json(run_dir / "config.json", {
-                "run": cfg.to_dict(), "model": model_cfg.to_dict(),
-                "label_columns": splits.train.label_columns, "text_col": cfg.data.text_col,
-                "embedding_coverage": coverage.to_dict() if coverage else None})
-            atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(cfg.text), **encoder.vocab.to_json()})
-            atomic_write_json(run_dir / "labels.json", {"columns": splits.train.label_columns, "labels": label_sets})
-            (run_dir / "history.jsonl").write_text("", encoding="utf-8")
+            write_run_files(run_dir, cfg, encoder, splits.train.label_columns, label_sets, coverage)
             # the test split is kept so that the app can explain and inspect test examples later
             atomic_write_text_csv(run_dir / "test.csv", test_table, cfg.data.text_col)
         write_status(run_dir, "running", "", created=_created(run_dir), device=str(resolve_device(cfg.train.device)))
@@ -275,6 +255,54 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
         # history.jsonl is rewritten from the checkpoint so it matches the weights exactly
         (run_dir / "history.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in resume_state["progress"]["history"]), encoding="utf-8")
+    return fit_and_publish(cfg, run_dir, model, (train_seqs, train_y), (valid_seqs, valid_y), (test_seqs, test_y),
+                           label_sets, callbacks=callbacks, stop=stop, log=log, resume_state=resume_state,
+                           distributed=distributed)
+
+
+def build_initial_model(cfg: RunConfig, encoder: TextEncoder, label_sets: list[list[str]],
+                        log: Callable[[str], None]):
+    """The untrained model for ``cfg`` (its embedding from pretrained vectors when asked for).
+
+    Sets ``cfg.model`` to the complete model config (vocabulary size, classes, embedding size)."""
+    model_cfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(encoder.vocab),
+                               "num_classes": [len(s) for s in label_sets]})
+    matrix = coverage = None
+    if cfg.pretrained_vectors:
+        matrix, coverage = build_embedding_matrix(encoder.vocab, cfg.pretrained_vectors, seed=cfg.train.seed)
+        if model_cfg.embedding_dim != coverage.dim:
+            log(f"note: embedding_dim set to {coverage.dim} to match {cfg.pretrained_vectors}")
+            model_cfg.embedding_dim = coverage.dim
+        log(str(coverage))
+    cfg.model = model_cfg
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(model_cfg)
+    if matrix is not None:
+        with torch.no_grad():
+            model.embedding.weight.copy_(torch.from_numpy(matrix))
+    return model, coverage
+
+
+def write_run_files(run_dir: Path, cfg: RunConfig, encoder: TextEncoder, label_columns: list[str],
+                    label_sets: list[list[str]], coverage=None, **extra) -> None:
+    """config.json, vocab.json, labels.json and an empty history: what a run needs before training."""
+    atomic_write_json(run_dir / "config.json", {
+        "run": cfg.to_dict(), "model": cfg.model.to_dict(), "label_columns": label_columns,
+        "text_col": cfg.data.text_col, "embedding_coverage": coverage.to_dict() if coverage else None, **extra})
+    atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(cfg.text), **encoder.vocab.to_json()})
+    atomic_write_json(run_dir / "labels.json", {"columns": label_columns, "labels": label_sets})
+    (run_dir / "history.jsonl").write_text("", encoding="utf-8")
+
+
+def fit_and_publish(cfg: RunConfig, run_dir: Path, model, train, valid, test, label_sets, *,
+                    callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
+                    log: Callable[[str], None] = print, resume_state: dict | None = None,
+                    distributed=None) -> RunResult:
+    """Train on encoded ``(sequences, y)`` splits, then publish the best weights and metrics.
+
+    The status file always ends honest: completed, cancelled, diverged, or failed with the error."""
+    rank_zero = distributed is None or distributed.rank == 0
+    (train_seqs, train_y), (valid_seqs, valid_y), (test_seqs, test_y) = train, valid, test
 
     def record_history(event):
         if isinstance(event, AfterEpoch) and rank_zero:
@@ -315,8 +343,9 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
                          traceback=traceback.format_exc(limit=5))
             raise
         summary = test_metrics["primary"] if test_metrics else valid_metrics["primary"]
+        auc = "n/a" if summary["auc"] is None else f"{summary['auc']:.4f}"
         log(f"{'test' if test_metrics else 'valid'}: accuracy={summary['accuracy']:.4f} "
-            f"macro_f1={summary['macro_f1']:.4f} auc={summary['auc'] if summary['auc'] is None else round(summary['auc'], 4)}")
+            f"macro_f1={summary['macro_f1']:.4f} auc={auc}")
     if rank_zero:
         write_status(run_dir, result.status, result.message, created=_created(run_dir), best_epoch=result.best_epoch)
     log(f"status: {result.status}{' (' + result.message + ')' if result.message else ''}")

@@ -40,14 +40,11 @@ from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core.data import DataError, normalize_label
-from core.embeddings import build_embedding_matrix
-from core.models import ModelConfig, build_model
-from core.runs import DEFAULT_RUNS_DIR, append_jsonl, atomic_write_json, new_run_id, safe_run_id, write_status
+from core.runs import DEFAULT_RUNS_DIR, atomic_write_json, new_run_id, safe_run_id, write_status
 from core.text import PAD, SENT_END, UNK, UNK_ID, TextConfig, TextEncoder, Vocabulary
-from core.training import AfterEpoch, Callback, evaluate_tasks, fit, resolve_device
+from core.training import Callback, resolve_device
 
 TRAIN, VALID, TEST = 0, 1, 2
 SPLIT_NAMES = ("train", "valid", "test")
@@ -334,7 +331,7 @@ def train_streaming(cfg, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str
     plus ``data/`` with the memory-mapped ids. Under torchrun rank 0 ingests and the other ranks
     open its files, which therefore must be on a file system every rank sees.
     """
-    from core.pipeline import RunResult, _created, _save_checkpoint, _save_weights, _strip_probs
+    from core.pipeline import _created, build_initial_model, fit_and_publish, write_run_files
 
     cfg.text.validate()
     cfg.train.validate()
@@ -376,68 +373,14 @@ def train_streaming(cfg, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str
     encoder, label_sets = streamed.encoder, streamed.label_sets
     log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq})")
 
-    model_cfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(encoder.vocab),
-                               "num_classes": [len(s) for s in label_sets]})
-    matrix = coverage = None
-    if cfg.pretrained_vectors:
-        matrix, coverage = build_embedding_matrix(encoder.vocab, cfg.pretrained_vectors, seed=cfg.train.seed)
-        if model_cfg.embedding_dim != coverage.dim:
-            log(f"note: embedding_dim set to {coverage.dim} to match {cfg.pretrained_vectors}")
-            model_cfg.embedding_dim = coverage.dim
-        log(str(coverage))
-    cfg.model = model_cfg
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(model_cfg)
-    if matrix is not None:
-        with torch.no_grad():
-            model.embedding.weight.copy_(torch.from_numpy(matrix))
+    model, coverage = build_initial_model(cfg, encoder, label_sets, log)
 
     train, valid, test = streamed.train, streamed.valid, streamed.test
     log(f"data: {len(train.sequences)} train, {len(valid.sequences)} valid, {len(test.sequences)} test; "
         f"labels {label_sets if len(label_sets) > 1 else label_sets[0]}")
     if rank_zero:
-        atomic_write_json(run_dir / "config.json", {
-            "run": cfg.to_dict(), "model": model_cfg.to_dict(), "label_columns": streamed.label_columns,
-            "text_col": data_cfg.text_col, "embedding_coverage": coverage.to_dict() if coverage else None,
-            "streamed": True})
-        atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(cfg.text), **encoder.vocab.to_json()})
-        atomic_write_json(run_dir / "labels.json", {"columns": streamed.label_columns, "labels": label_sets})
-        (run_dir / "history.jsonl").write_text("", encoding="utf-8")
+        write_run_files(run_dir, cfg, encoder, streamed.label_columns, label_sets, coverage, streamed=True)
         write_status(run_dir, "running", "", created=_created(run_dir), device=str(resolve_device(cfg.train.device)))
-
-    def record_history(event):
-        if isinstance(event, AfterEpoch) and rank_zero:
-            append_jsonl(run_dir / "history.jsonl", event.record)
-            log(" ".join(f"{k}={v}" for k, v in event.record.items()) + (" *" if event.improved else ""))
-
-    try:
-        result = fit(model, train.sequences, train.y, valid.sequences, valid.y, label_sets, cfg.train,
-                     callbacks=[record_history, *callbacks], stop=stop,
-                     checkpoint=lambda st: _save_checkpoint(run_dir / "checkpoint.pt", st),
-                     save_best=lambda st: _save_weights(run_dir / "best.safetensors", st),
-                     distributed=distributed)
-    except Exception as err:
-        if rank_zero:
-            write_status(run_dir, "failed", f"{type(err).__name__}: {err}", created=_created(run_dir))
-        raise
-
-    metrics: dict = {}
-    if result.status == "completed" and rank_zero:
-        model.load_state_dict(result.best_state)
-        device = resolve_device(cfg.train.device)
-        model.to(device)
-        valid_metrics = _strip_probs(evaluate_tasks(model, valid.sequences, valid.y, label_sets, device))
-        test_metrics = _strip_probs(evaluate_tasks(model, test.sequences, test.y, label_sets, device)) \
-            if len(test.sequences) else None
-        metrics = {"best_epoch": result.best_epoch, "select_metric": cfg.train.select_metric,
-                   "valid": valid_metrics, "test": test_metrics, "epochs_run": len(result.history),
-                   "train_seconds": round(sum(r["seconds"] for r in result.history), 2)}
-        _save_weights(run_dir / "model.safetensors", model.state_dict())
-        atomic_write_json(run_dir / "metrics.json", metrics)
-        summary = (test_metrics or valid_metrics)["primary"]
-        log(f"{'test' if test_metrics else 'valid'}: accuracy={summary['accuracy']:.4f} "
-            f"macro_f1={summary['macro_f1']:.4f}")
-    if rank_zero:
-        write_status(run_dir, result.status, result.message, created=_created(run_dir), best_epoch=result.best_epoch)
-    log(f"status: {result.status}{' (' + result.message + ')' if result.message else ''}")
-    return RunResult(run_dir, result.status, result.message, metrics, result.history)
+    return fit_and_publish(cfg, run_dir, model, (train.sequences, train.y), (valid.sequences, valid.y),
+                           (test.sequences, test.y), label_sets, callbacks=callbacks, stop=stop, log=log,
+                           distributed=distributed)

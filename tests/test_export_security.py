@@ -21,7 +21,6 @@ from core.export import (ExportError, OnnxPredictor, check_onnx, export_bundle, 
                          load_upload, read_bundle_members)
 from core.models import LSTMClassifier, ModelConfig
 from core.predict import Predictor
-from core.text import TextConfig, TextEncoder, Vocabulary
 
 
 @pytest.fixture(autouse=True, scope="module")

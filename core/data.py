@@ -22,6 +22,7 @@ import math
 import os
 import re
 import tarfile
+import unicodedata
 import urllib.error
 import urllib.request
 import warnings
@@ -237,6 +238,15 @@ def _reject_binary(data: bytes, name: str) -> None:
             f"{name} looks like a binary file (zip/Excel/database?), not text: it is full of control bytes. "
             "Save it as CSV UTF-8 and load that file."
         )
+
+
+def _reject_garbled(text: str, name: str) -> None:
+    """Bytes that decoded without error but into control, private-use or unassigned characters."""
+    sample = text[:8192]
+    odd = sum(1 for ch in sample if ch not in "\t\n\r" and unicodedata.category(ch) in ("Cc", "Co", "Cn", "Cs"))
+    if sample and odd > 0.05 * len(sample):
+        raise DataError(f"{name} looks like a binary file, not text: it decodes into control or unassigned "
+                        "characters. Save it as CSV UTF-8 and load that file.")
 
 
 def _looks_chinese(text: str) -> bool:
@@ -522,6 +532,7 @@ def read_table(source, *, filename: str | None = None, max_bytes: int | None = N
             if not format_name.lower().endswith(".gz"):
                 notes.append("Decompressed gzip data")
         text = _decode(data, name, notes)
+        _reject_garbled(text, name)
     if "\x00" in text:
         notes.append(f"Removed {text.count(chr(0))} NUL (\\x00) character(s)")
         text = text.replace("\x00", "")

@@ -170,6 +170,8 @@ CASES = [
          kwargs={"max_bytes": 500}),
     # ---- not text at all
     Case("binary-garbage", "garbage.csv", GARBAGE, error=r"garbage\.csv looks like a binary file"),
+    Case("binary-that-decodes-as-utf16", "u16junk.csv", b"\x00\x01\x02\xff" * 100,
+         error=r"u16junk\.csv looks like a binary file"),
     Case("zip-renamed-csv", "data.csv", zip_bytes({"train.csv": GOOD.encode()}),
          error=r"data\.csv looks like a binary file \(a zip archive\).*Unzip it"),
     Case("xlsx-renamed-csv", "sheet.csv", XLSX,

@@ -39,27 +39,28 @@ ANCHORS = {"sst2": "published BiLSTM 85.9% (GLUE)", "sst2-random": "",
 def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
     """The run configuration and the data files for one benchmark."""
     sentence = dict(text=TextConfig(tokenizer="en", max_length=80, min_freq=1),
-                    model=ModelConfig(hidden_dim=128, pooling="max", dropout=0.5))
+                    model=ModelConfig(hidden_dim=128, pooling="attention", dropout=0.5))
     if name in ("sst2", "sst2-random", "sst5"):
         folder = "sst2" if name.startswith("sst2") else "sst5"
         files = {s: str(require_data(folder, f"{s}.csv")) for s in ("train", "dev", "test")}
         cfg = RunConfig(data=DataConfig(train=files["train"], valid=files["dev"], test=files["test"]),
-                        train=TrainConfig(epochs=epochs or 10, batch_size=64, lr=2e-3, patience=3,
-                                          select_metric="accuracy"),
+                        train=TrainConfig(epochs=epochs or 12, batch_size=64, lr=2e-3, patience=3,
+                                          label_smoothing=0.1, select_metric="accuracy"),
                         pretrained_vectors="" if name == "sst2-random" else "glove-6b-50d", **sentence)
         if name == "sst2-random":
             cfg.model.embedding_dim = 50
     elif name == "trec":
         files = {"train": str(require_data("trec", "train.csv")), "test": str(require_data("trec", "test.csv"))}
         cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
-                        train=TrainConfig(epochs=epochs or 12, batch_size=32, lr=2e-3, patience=4),
+                        train=TrainConfig(epochs=epochs or 20, batch_size=32, lr=2e-3, patience=4,
+                                          label_smoothing=0.1),
                         pretrained_vectors="glove-6b-50d", **sentence)
     elif name == "imdb":
         files = {"train": str(require_data("imdb", "train.csv.gz")), "test": str(require_data("imdb", "test.csv.gz"))}
         cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
                         text=TextConfig(tokenizer="en", max_length=400, min_freq=2),
                         model=ModelConfig(hidden_dim=128, pooling="max", dropout=0.5),
-                        train=TrainConfig(epochs=epochs or 6, batch_size=64, lr=2e-3, patience=2),
+                        train=TrainConfig(epochs=epochs or 6, batch_size=64, lr=2e-3, patience=2, label_smoothing=0.0),
                         pretrained_vectors="glove-6b-50d")
     else:
         raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(TARGETS)}")
@@ -77,6 +78,7 @@ def cli_command(cfg: RunConfig) -> str:
     parts += [f"--tokenizer {t.tokenizer}", f"--max-length {t.max_length}", f"--min-freq {t.min_freq}",
               f"--hidden-dim {m.hidden_dim}", f"--pooling {m.pooling}", f"--dropout {m.dropout}",
               f"--epochs {tr.epochs}", f"--batch-size {tr.batch_size}", f"--lr {tr.lr}", f"--patience {tr.patience}",
+              f"--label-smoothing {tr.label_smoothing}",
               f"--seed {tr.seed}"]
     if cfg.pretrained_vectors:
         parts.append(f"--pretrained-vectors {cfg.pretrained_vectors}")

@@ -23,7 +23,7 @@ class ModelConfig:
     num_layers: int = 1
     bidirectional: bool = True
     dropout: float = 0.5  # on embeddings, between LSTM layers and before the heads
-    pooling: str = "max"  # last | mean | max | attention
+    pooling: str = "attention"  # last | mean | max | attention (attention also explains itself)
     packed: bool = True  # pack_padded_sequence: the LSTM never reads padding
     layer_norm: bool = False  # LayerNorm after each LSTM layer
     residual: bool = False  # add each LSTM layer's input to its output (from layer 2 on)

@@ -36,7 +36,7 @@ class TrainConfig:
     optimizer: str = "adam"  # adam | adamw
     lr: float = 2e-3
     weight_decay: float = 0.0
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.1
     warmup_steps: int = 100  # linear warmup from 0 to lr over this many batches
     plateau_factor: float = 0.5  # ReduceLROnPlateau: multiply lr by this ...
     plateau_patience: int = 0  # ... after this many epochs without improvement

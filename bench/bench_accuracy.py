@@ -59,8 +59,8 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
         files = {"train": str(require_data("imdb", "train.csv.gz")), "test": str(require_data("imdb", "test.csv.gz"))}
         cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
                         text=TextConfig(tokenizer="en", max_length=400, min_freq=2),
-                        model=ModelConfig(hidden_dim=128, pooling="max", dropout=0.5),
-                        train=TrainConfig(epochs=epochs or 6, batch_size=64, lr=2e-3, patience=2, label_smoothing=0.0),
+                        model=ModelConfig(hidden_dim=128, pooling="attention", dropout=0.5),
+                        train=TrainConfig(epochs=epochs or 8, batch_size=64, lr=2e-3, patience=2, label_smoothing=0.1),
                         pretrained_vectors="glove-6b-50d")
     else:
         raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(TARGETS)}")
@@ -111,7 +111,7 @@ def render(results: dict) -> str:
     commands = "\n".join(f"- {name}: `{r['command']}`" for name, r in results.items())
     return f"""## Accuracy (issue: core engine)
 
-Command: `python bench/bench_accuracy.py --datasets {','.join(results)}` (results accumulate in
+Command: `python bench/bench_accuracy.py --threads 1 --datasets {','.join(results)}` (results accumulate in
 `bench/out/accuracy.json`). Test accuracy of the checkpoint with the best validation accuracy;
 TF-IDF (1-2 grams) + logistic regression trained on the same split in the same run as an anchor.
 `sst2-random` is the SST-2 recipe without pretrained vectors (random 50d embeddings).
@@ -132,11 +132,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--render-only", action="store_true", help="rebuild the BENCHMARKS.md section from saved results")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for name in args.datasets.split(","):
+    for name in [] if args.render_only else args.datasets.split(","):
         cfg, _ = recipe(name, args.epochs)
         tfidf, tfidf_seconds = tfidf_anchor(cfg)
         print(f"{name}: TF-IDF + LR {tfidf:.4f} ({tfidf_seconds:.0f}s)")

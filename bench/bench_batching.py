@@ -46,8 +46,10 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=25000, help="IMDB train documents to encode")
     parser.add_argument("--batches", type=int, default=40, help="timed batches per variant and round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 keeps a shared machine fair)")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     frame = pd.read_csv(require_data("imdb", "train.csv.gz")).head(args.docs)
     config = TextConfig(tokenizer="en", max_length=400)
@@ -86,7 +88,7 @@ def main() -> None:
     rows = "\n".join(f"| {name} | {median[name]:,.0f} | {median[name] / base:.2f}x |" for name in variants)
     markdown = f"""## Batching: padding share and throughput (issue: core engine)
 
-Command: `python bench/bench_batching.py --docs {args.docs} --batches {args.batches} --rounds {args.rounds}`
+Command: `python bench/bench_batching.py --docs {args.docs} --batches {args.batches} --rounds {args.rounds} --threads {args.threads}`
 
 | IMDB train, batch 64 | padding share |
 | --- | --- |

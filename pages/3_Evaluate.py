@@ -72,7 +72,7 @@ if predictions is not None and len(labels) == 2:
     st.subheader("Decision threshold")
     t = predictions["tasks"][task]
     known = t["y_true"] >= 0
-    threshold = st.slider(f"Predict {labels[1]!r} when its probability is at least", 0.0, 1.0, 0.5, 0.01,
+    threshold = st.slider(f"Predict '{md(labels[1])}' when its probability is at least", 0.0, 1.0, 0.5, 0.01,
                           key=f"eval.threshold.{task}")
     m = threshold_metrics(t["y_true"][known], t["probs"][known, 1], threshold)
     c1, c2, c3, c4 = st.columns(4)

@@ -44,7 +44,7 @@ if st.button("Classify", type="primary", key="predict.go"):
         for column, task in prediction.tasks.items():
             title = column if len(prediction.tasks) > 1 else ""
             label = task["label"]
-            st.metric(f"Predicted {md(title) or 'label'}", label,
+            st.metric(f"Predicted {md(title) or 'label'}", md(label),
                       f"{task['probs'][label]:.1%} probability", delta_color="off")
             st.plotly_chart(charts.probability_bars(task["probs"], title), key=f"predict.bars.{column}")
         if prediction.empty:

@@ -80,8 +80,8 @@ except ValueError as err:
 
 first = results["ig"]
 top = st.columns(3)
-top[0].metric("Predicted", first.label, f"{first.probs[first.label]:.1%} probability", delta_color="off")
-top[1].metric("Explained class", first.target)
+top[0].metric("Predicted", md(first.label), f"{first.probs[first.label]:.1%} probability", delta_color="off")
+top[1].metric("Explained class", md(first.target))
 top[2].metric("Tokens read", len(first.tokens), f"{first.truncated} cut off" if first.truncated else None,
               delta_color="off")
 if any(first.unknown):
@@ -132,11 +132,11 @@ if edited.strip() and edited != text:
         st.warning(md(one_line(err)))
     else:
         cols = st.columns(2)
-        cols[0].metric("Prediction before", first.label, f"p({first.target}) = {first.probs[first.target]:.3f}",
+        cols[0].metric("Prediction before", md(first.label), f"p({md(first.target)}) = {first.probs[first.target]:.3f}",
                        delta_color="off")
         change = changed.probs[changed.target] - first.probs[first.target] if changed.target == first.target else None
-        cols[1].metric("Prediction after", changed.label,
-                       f"p({changed.target}) = {changed.probs[changed.target]:.3f}"
+        cols[1].metric("Prediction after", md(changed.label),
+                       f"p({md(changed.target)}) = {changed.probs[changed.target]:.3f}"
                        + (f" ({change:+.3f})" if change is not None else ""), delta_color="off")
         show(changed, "Integrated Gradients, edited text")
 

@@ -83,7 +83,7 @@ if imported is not None:
     card = imported.metadata.get("model_card")
     if card:
         with st.expander("Model card"):
-            st.markdown(card)
+            st.text(card)  # an uploaded card is untrusted: shown as plain text, no links or images
     text = st.text_input("Try it: a text to classify", key="export.try_text")
     if st.button("Classify", key="export.try_go"):
         if not text.strip():

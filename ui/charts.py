@@ -15,7 +15,8 @@ from plotly.subplots import make_subplots
 
 
 def esc(value) -> str:
-    return html.escape(str(value), quote=True)
+    # plotly renders its own text as HTML but shows entities for quotes literally, so quotes stay as they are
+    return html.escape(str(value), quote=False)
 
 
 def _layout(fig: go.Figure, height: int = 320, **kwargs) -> go.Figure:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import re
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+# GitHub-flavoured markdown links bare URLs and e-mail addresses after escapes are resolved, so
+# escaping cannot stop it; an invisible zero-width space inside "://", "www." and "@" does
+_AUTOLINK = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\\\.)|(?=@)", re.IGNORECASE)
+ZERO_WIDTH_SPACE = "\u200b"
 
 
 def md(value) -> str:
     """A user string made literal inside Streamlit markdown (st.write, st.error, st.caption...)."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value))
+    return _AUTOLINK.sub(ZERO_WIDTH_SPACE, _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)))
 
 
 def duration(seconds: float | None) -> str:

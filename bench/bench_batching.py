@@ -67,24 +67,26 @@ def main() -> None:
     print(f"padding share at batch 64: random {share_random:.1%}, bucketed {share_bucket:.2%}")
 
     torch.manual_seed(0)
+    # (packed, pack_min_padding, batches); the default model packs only batches with >= 5% padding
     variants = {
-        "bucketed + packed": (True, bucket_batches),
-        "bucketed + padded": (False, bucket_batches),
-        "random + packed (baseline)": (True, random_batches),
+        "bucketed + default (packs only batches with >= 5% padding)": (True, 0.05, bucket_batches),
+        "bucketed + always packed": (True, 0.0, bucket_batches),
+        "bucketed + never packed": (False, 0.0, bucket_batches),
+        "random + always packed (baseline)": (True, 0.0, random_batches),
     }
     rates: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.rounds):
-        for name, (packed, batches) in variants.items():
+        for name, (packed, pack_min_padding, batches) in variants.items():
             torch.manual_seed(round_)
             model = LSTMClassifier(ModelConfig(vocab_size=len(encoder.vocab), embedding_dim=50, hidden_dim=128,
-                                               packed=packed, pooling="max"))
+                                               packed=packed, pack_min_padding=pack_min_padding, pooling="max"))
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
             pick = np.random.default_rng(round_).choice(len(batches), args.batches, replace=False)
             rates[name].append(train_tokens_per_s(model, seqs, y, [batches[i] for i in pick], optimizer))
             print(f"round {round_ + 1} {name}: {rates[name][-1]:,.0f} tokens/s")
     median = {name: float(np.median(r)) for name, r in rates.items()}
-    base = median["random + packed (baseline)"]
-    best_name = max(("bucketed + packed", "bucketed + padded"), key=median.get)
+    base = median["random + always packed (baseline)"]
+    default_name = next(iter(variants))
     rows = "\n".join(f"| {name} | {median[name]:,.0f} | {median[name] / base:.2f}x |" for name in variants)
     markdown = f"""## Batching: padding share and throughput (issue: core engine)
 
@@ -104,9 +106,11 @@ variant and round, {args.rounds} rounds interleaved, median real tokens/s:
 | --- | --- | --- |
 {rows}
 
-Target: >= 2.0x over random batches with `pack_padded_sequence`. Best: **{best_name}**,
-{median[best_name] / base:.2f}x. The model packs by default (`--packed`), so the bidirectional LSTM
-never reads padding whatever the batch composition.
+Target: >= 2.0x over random batches with `pack_padded_sequence`. The product's default
+(bucketed batches; a training batch with less than 5% padding runs unpacked through the fused LSTM
+kernel, every other batch and all evaluation are packed): **{median[default_name] / base:.2f}x**.
+Packing is exact but slow on CPU, so it pays only where padding is heavy; with buckets it is not
+(`--pack-min-padding 0` packs every batch).
 """
     print(markdown)
     if not args.no_write:

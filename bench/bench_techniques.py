@@ -86,7 +86,7 @@ def baseline(epochs: int, quick: bool) -> RunConfig:
                         min_freq=1),
         model=ModelConfig(embedding_dim=50, hidden_dim=64 if quick else 128, bidirectional=True, pooling="max", dropout=0.5),
         train=TrainConfig(epochs=epochs, batch_size=64, lr=2e-3, warmup_steps=100, patience=epochs,
-                          device="cpu"),
+                          label_smoothing=0.0, device="cpu"),
         pretrained_vectors="glove-6b-50d")
 
 

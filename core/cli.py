@@ -35,6 +35,8 @@ TRAIN_FLAGS = [
     ("--dropout", "model", "dropout", "dropout on embeddings, between layers and before the head"),
     ("--pooling", "model", "pooling", "how token states become one vector: last, mean, max, attention"),
     ("--packed", "model", "packed", "pack sequences so the LSTM never reads padding"),
+    ("--pack-min-padding", "model", "pack_min_padding",
+     "training batches with less padding than this share run unpacked (faster on CPU); 0 packs all"),
     ("--layer-norm", "model", "layer_norm", "LayerNorm after each LSTM layer"),
     ("--residual", "model", "residual", "residual connections between stacked LSTM layers"),
     ("--hierarchical", "model", "hierarchical", "hierarchical LSTM for long documents: words -> sentences -> document"),

@@ -1,11 +1,11 @@
-"""Train: hyperparameters, start/stop a background training job, live progress and curves."""
+"""Train: hyperparameters, start/stop a background training job, live progress and curves, hyperparameter search."""
 
 import math
 
 import streamlit as st
 
 from core.data import DataError
-from ui import charts
+from ui import charts, search_view
 from ui.format import duration, md, one_line
 from ui.params import Param, cli_args, cli_command, params, torchrun_command
 from ui.resources import registry, runs_dir
@@ -59,7 +59,7 @@ def render_form(prepared) -> None:
 
     values = {p.key: st.session_state[p.key] for p in all_params}
     values.update({k: stored(k) for k in ("hp.data.valid_fraction", "hp.data.test_fraction") if stored(k) is not None})
-    busy = running_job(owner)
+    busy = running_job(owner) or search_view.running_search(owner)
     if st.button("Start training", type="primary", key="train.start", disabled=busy is not None,
                  help="Only one job per browser session runs at a time." if busy else None):
         try:
@@ -148,6 +148,7 @@ if prepared is None:
     st.info("No data yet: load a file or a built-in dataset on the Data page first.")
 else:
     render_form(prepared)
+search_view.render(owner, prepared)
 
 jobs = session_jobs(owner)
 if not jobs:

@@ -1,8 +1,8 @@
-"""Process-wide resources: the job registry, loaded predictors, the device name, run folders.
+"""Process-wide resources: the job and search registries, loaded predictors, the device name, run folders.
 
 ``st.cache_resource`` is shared by every browser session, so only read-only things live here
-(a loaded model, the device name) plus the job registry, which hands each session only the jobs
-of its own owner id.
+(a loaded model, the device name) plus the job and search registries, which hand each session
+only the jobs and searches of its own owner id.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ import streamlit as st
 
 from core.jobs import JobRegistry
 from core.runs import DEFAULT_RUNS_DIR, RunInfo, list_runs, run_info
+from core.search import SearchRegistry
 
 RUNS_DIR_ENV = "LSTM_STUDIO_RUNS_DIR"
 DEMO_DIR_ENV = "LSTM_STUDIO_DEMO_DIR"
+SEARCH_DIR_ENV = "LSTM_STUDIO_SEARCH_DIR"
 DEFAULT_DEMO_DIR = Path("artifacts") / "demo"
 MODEL_FILES = ("config.json", "vocab.json", "labels.json", "model.safetensors")
 
@@ -26,6 +28,11 @@ def runs_dir() -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV) or DEFAULT_RUNS_DIR)
 
 
+def search_dir() -> Path:
+    """Where searches write their results: ``$LSTM_STUDIO_SEARCH_DIR``, else ``searches`` next to the runs."""
+    return Path(os.environ.get(SEARCH_DIR_ENV) or runs_dir().parent / "searches")
+
+
 def demo_dir() -> Path:
     return Path(os.environ.get(DEMO_DIR_ENV) or DEFAULT_DEMO_DIR)
 
@@ -33,6 +40,12 @@ def demo_dir() -> Path:
 @st.cache_resource(show_spinner=False)
 def registry() -> JobRegistry:
     return JobRegistry()
+
+
+@st.cache_resource(show_spinner=False)
+def search_registry() -> SearchRegistry:
+    """Hyperparameter searches of all sessions; like ``registry()`` it hands each owner only its own."""
+    return SearchRegistry()
 
 
 @st.cache_resource(show_spinner=False)

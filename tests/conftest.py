@@ -90,3 +90,10 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """``pytestmark = pytest.mark.usefixtures("one_thread")``: a whole test module on one torch thread."""
+    with one_torch_thread():
+        yield

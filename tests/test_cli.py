@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,9 @@ import pytest
 
 from core.cli import TRAIN_FLAGS, main
 from core.pipeline import RunConfig
+from helpers import write_keyword_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-FILLER = "the a movie film plot actor scene story time people really quite".split()
 
 
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -25,23 +24,10 @@ def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
-def write_csv(path: Path, n: int, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "label"])
-        for _ in range(n):
-            label = rng.choice(["neg", "pos"])
-            words = rng.choices(FILLER, k=rng.randint(2, 8)) + ["great" if label == "pos" else "awful"]
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label])
-    return path
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli")
-    data = write_csv(folder / "reviews.csv", 400)
+    data = write_keyword_csv(folder / "reviews.csv", 400)
     done = cli("train", "--train", data, "--epochs", 5, "--warmup-steps", 0, "--lr", 0.01, "--hidden-dim", 16,
                "--embedding-dim", 16, "--out", folder / "runs", "--tokenizer", "whitespace")
     assert done.returncode == 0, done.stderr
@@ -89,7 +75,7 @@ def test_predict_json_gives_one_object_per_text(trained):
 def test_predict_data_writes_a_csv(trained, tmp_path):
     folder, _, done = trained
     run_dir = done.stdout.strip().splitlines()[-1]
-    texts = write_csv(tmp_path / "new.csv", 12, seed=7)
+    texts = write_keyword_csv(tmp_path / "new.csv", 12, seed=7)
     out_csv = tmp_path / "out" / "predictions.csv"
     out = cli("predict", "--run", run_dir, "--data", texts, "--out", out_csv)
     assert out.returncode == 0, out.stderr
@@ -134,7 +120,7 @@ def test_a_user_error_exits_2_with_one_line_and_no_traceback(tmp_path):
 # the same contract in-process (each subprocess costs seconds of imports)
 @pytest.mark.parametrize("case", ["unknown column", "invalid pooling", "bad config", "not a run", "unfinished run"])
 def test_user_errors_exit_2_with_one_line(case, tmp_path, capsys):
-    data = write_csv(tmp_path / "d.csv", 40)
+    data = write_keyword_csv(tmp_path / "d.csv", 40)
     bad_config = tmp_path / "config.json"
     bad_config.write_text('{"train": {"epochs": 3,}')
     args, expected = {

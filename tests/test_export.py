@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 import zipfile
 from pathlib import Path
 
@@ -17,47 +16,23 @@ from core.cli import main as cli_main
 from core.export import (ExportError, OnnxPredictor, export_bundle, export_int8, export_onnx, export_onnx_int8,
                          export_run, format_parity, load_bundle, load_int8, load_upload, pad_batch, quantize_model)
 from core.models import LSTMClassifier, ModelConfig
-from core.pipeline import DataConfig, RunConfig, train_run
+from core.pipeline import train_run
 from core.predict import Predictor
 from core.text import TextConfig, TextEncoder, Vocabulary
-from core.training import TrainConfig
+from conftest import FILLER, NEGATIVE, POSITIVE
+from helpers import tiny_config, write_keyword_csv
 
-POSITIVE = ["great", "excellent", "lovely", "wonderful", "superb"]
-NEGATIVE = ["awful", "terrible", "boring", "dreadful", "poor"]
-FILLER = "the movie was a story with plot and actors in it about some people who did things".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models run fastest on one thread; several threads only fight over shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_keyword_csv(path: Path, n: int, seed: int = 0) -> Path:
-    """Texts of 1 to 16 words whose label is signalled by one keyword."""
-    rng = random.Random(seed)
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "label"])
-        for i in range(n):
-            label = "pos" if i % 2 == 0 else "neg"
-            words = rng.choices(FILLER, k=rng.randint(0, 15)) + [rng.choice(POSITIVE if label == "pos" else NEGATIVE)]
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label])
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
-    data = write_keyword_csv(root / "train.csv", 500)
-    cfg = RunConfig(data=DataConfig(train=str(data), test_fraction=0.2),
-                    text=TextConfig(tokenizer="whitespace"),
-                    model=ModelConfig(embedding_dim=16, hidden_dim=16, dropout=0.1),
-                    train=TrainConfig(epochs=8, warmup_steps=0, lr=0.01, batch_size=32, patience=8))
+    # texts of 1 to 16 words (batches mix lengths), labels in turn, one of five keywords per label
+    data = write_keyword_csv(root / "train.csv", 500, labels=("pos", "neg"), cycle_labels=True, length=(0, 15),
+                             filler=FILLER, keywords={"pos": POSITIVE, "neg": NEGATIVE})
+    cfg = tiny_config(data, epochs=8, test_fraction=0.2, embedding_dim=16, hidden_dim=16, dropout=0.1, batch_size=32,
+                      patience=8, seed=13)
     result = train_run(cfg, runs_dir=root / "runs", run_id="keywords", log=lambda line: None)
     assert result.status == "completed", result.message
     return result.run_dir
@@ -373,23 +348,10 @@ def test_onnx_export_refuses_chunked_models_but_bundle_still_works(tmp_path):
     """A chunked model reads long texts in segments the ONNX graph cannot reproduce: ONNX is
     refused with a clear message, and the parity report falls back to fp32 vs int8."""
     from core.export import ExportError, export_run, onnx_model_bytes
-    from core.pipeline import DataConfig, RunConfig, train_run
     from core.predict import Predictor
-    from core.models import ModelConfig
-    from core.training import TrainConfig
 
-    rng = random.Random(0)
-    path = tmp_path / "tiny.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        for _ in range(120):
-            label = rng.choice(["pos", "neg"])
-            words = rng.choices("the a film plot was it".split(), k=rng.randint(3, 12))
-            words.append("great" if label == "pos" else "awful")
-            writer.writerow([" ".join(words), label])
-    cfg = RunConfig(data=DataConfig(train=str(path)), model=ModelConfig(embedding_dim=8, hidden_dim=8, chunk_length=4),
-                    train=TrainConfig(epochs=1, warmup_steps=0))
+    path = write_keyword_csv(tmp_path / "tiny.csv", 120, length=(3, 12))  # most texts span several segments
+    cfg = tiny_config(path, epochs=1, chunk_length=4)
     run = train_run(cfg, runs_dir=tmp_path / "runs", log=lambda _: None)
     with pytest.raises(ExportError, match="bundle or int8"):
         onnx_model_bytes(Predictor.load(run.run_dir))

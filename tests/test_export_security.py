@@ -22,13 +22,7 @@ from core.export import (ExportError, OnnxPredictor, check_onnx, export_bundle, 
 from core.models import LSTMClassifier, ModelConfig
 from core.predict import Predictor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 class _Payload:

@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import csv
-import random
 import threading
 import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from core.jobs import JobRegistry, JobSnapshot, TrainingJob
-from core.models import ModelConfig
-from core.pipeline import DataConfig, RunConfig, RunResult
+from core.pipeline import RunResult
 from core.runs import read_status
-from core.text import TextConfig
-from core.training import AfterBatch, AfterEpoch, AfterFit, BeforeFit, TrainConfig
+from core.training import AfterBatch, AfterEpoch, AfterFit, BeforeFit
+from helpers import tiny_config, write_keyword_csv
 
-FILLER = "the a movie film plot actor scene story time people really quite".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models run fastest on one thread; several threads only fight over shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_csv(path: Path, n: int, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "label"])
-        for _ in range(n):
-            label = rng.choice(["neg", "pos"])
-            words = rng.choices(FILLER, k=rng.randint(2, 8)) + ["great" if label == "pos" else "awful"]
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label])
-    return path
-
-
-def tiny_config(train: Path, epochs: int = 3) -> RunConfig:
-    return RunConfig(data=DataConfig(train=str(train)), text=TextConfig(tokenizer="whitespace"),
-                     model=ModelConfig(embedding_dim=8, hidden_dim=8),
-                     train=TrainConfig(epochs=epochs, batch_size=16, lr=0.01, warmup_steps=0, device="cpu",
-                                       patience=100))
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 def wait_for(job: TrainingJob, condition, timeout: float = 60.0) -> JobSnapshot:
@@ -62,7 +29,7 @@ def wait_for(job: TrainingJob, condition, timeout: float = 60.0) -> JobSnapshot:
 
 def test_snapshot_progresses_and_completes(tmp_path):
     registry = JobRegistry()
-    job = registry.submit(tiny_config(write_csv(tmp_path / "t.csv", 200), epochs=4), "alice", runs_dir=tmp_path)
+    job = registry.submit(tiny_config(write_keyword_csv(tmp_path / "t.csv", 200), epochs=4), "alice", runs_dir=tmp_path)
     seen = []
     while not job.snapshot().done:
         seen.append(job.snapshot())
@@ -88,7 +55,7 @@ def test_snapshot_progresses_and_completes(tmp_path):
 
 def test_stop_cancels_the_job(tmp_path):
     registry = JobRegistry()
-    job = registry.submit(tiny_config(write_csv(tmp_path / "t.csv", 200), epochs=200), "bob", runs_dir=tmp_path)
+    job = registry.submit(tiny_config(write_keyword_csv(tmp_path / "t.csv", 200), epochs=200), "bob", runs_dir=tmp_path)
     wait_for(job, lambda s: s.step >= 2)
     job.stop()
     final = job.join(30)
@@ -101,7 +68,7 @@ def test_stop_cancels_the_job(tmp_path):
 
 def test_a_failed_job_records_the_message(tmp_path):
     registry = JobRegistry()
-    job = registry.submit(tiny_config(tmp_path / "no-such-file.csv"), "carol", runs_dir=tmp_path)
+    job = registry.submit(tiny_config(tmp_path / "no-such-file.csv", epochs=3), "carol", runs_dir=tmp_path)
     final = job.join(30)
     assert final.status == "failed" and final.done
     assert "no-such-file.csv" in final.message and final.message.startswith("DataError")
@@ -109,7 +76,7 @@ def test_a_failed_job_records_the_message(tmp_path):
 
 
 def test_owners_only_see_their_own_jobs_and_runs(tmp_path):
-    data = write_csv(tmp_path / "t.csv", 200)
+    data = write_keyword_csv(tmp_path / "t.csv", 200)
     registry = JobRegistry()
     a1 = registry.submit(tiny_config(data, epochs=1), "alice", runs_dir=tmp_path)
     a2 = registry.submit(tiny_config(data, epochs=500), "alice", runs_dir=tmp_path)

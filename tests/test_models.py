@@ -10,14 +10,7 @@ from core.models import POOLINGS, LSTMClassifier, ModelConfig, head_size, logits
 
 SEQS = [[2, 3, 4, 5, 6], [7, 3], [9, 9, 9, 2], [4]]
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models run fastest on one thread; several threads only fight over shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 def _model(**overrides) -> LSTMClassifier:

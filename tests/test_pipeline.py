@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import random
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,57 +12,21 @@ import torch
 from safetensors.torch import load_file
 
 from core.data import DataError
-from core.models import ModelConfig
 from core.pipeline import DataConfig, RunConfig, label_matrix, label_sets_for, load_splits, train_run
 from core.runs import read_jsonl, read_status
-from core.text import TextConfig
-from core.training import TrainConfig
+from helpers import tiny_config, write_keyword_csv
 
-FILLER = "the a movie film plot actor scene story time people really quite".split()
 RUN_FILES = ["best.safetensors", "checkpoint.pt", "config.json", "history.jsonl", "labels.json",
              "metrics.json", "model.safetensors", "status.json", "test.csv", "vocab.json"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models run fastest on one thread; several threads only fight over shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_csv(path: Path, n: int, seed: int = 0, labels=("neg", "pos"), topics: bool = False) -> Path:
-    """Texts whose label is given away by one keyword; a second column 'topic' when asked."""
-    rng = random.Random(seed)
-    keywords = {"neg": "awful", "pos": "great", "mixed": "okay"}
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "label"] + (["topic"] if topics else []))
-        for _ in range(n):
-            label = rng.choice(labels)
-            words = rng.choices(FILLER, k=rng.randint(2, 8)) + [keywords[label]]
-            topic = rng.choice(["food", "film", "tech"])
-            if topics:
-                words.append({"food": "pizza", "film": "cinema", "tech": "laptop"}[topic])
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label] + ([topic] if topics else []))
-    return path
-
-
-def tiny_config(train: Path, **data) -> RunConfig:
-    return RunConfig(
-        data=DataConfig(train=str(train), **data),
-        text=TextConfig(tokenizer="whitespace"),
-        model=ModelConfig(embedding_dim=16, hidden_dim=16, dropout=0.1),
-        train=TrainConfig(epochs=4, batch_size=32, lr=0.01, warmup_steps=0, device="cpu", seed=3,
-                          patience=10))
+# a little wider than the default tiny model, and seed 3 (the saved config is checked for it)
+run_config = partial(tiny_config, embedding_dim=16, hidden_dim=16, dropout=0.1, batch_size=32, seed=3, patience=10)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline")
-    cfg = tiny_config(write_csv(folder / "train.csv", 300))
+    cfg = run_config(write_keyword_csv(folder / "train.csv", 300))
     lines = []
     result = train_run(cfg, runs_dir=folder / "runs", run_id="tiny", log=lines.append)
     return result, lines
@@ -112,11 +76,11 @@ def test_test_split_is_saved_for_later_inspection(finished_run):
 
 
 def test_unknown_labels_in_valid_are_dropped_with_a_note(tmp_path):
-    train = write_csv(tmp_path / "train.csv", 200, seed=1)
-    valid = write_csv(tmp_path / "valid.csv", 40, seed=2, labels=("neg", "pos", "mixed"))
+    train = write_keyword_csv(tmp_path / "train.csv", 200, seed=1)
+    valid = write_keyword_csv(tmp_path / "valid.csv", 40, seed=2, labels=("neg", "pos", "mixed"))
     n_mixed = sum(1 for r in csv.DictReader(open(valid)) if r["label"] == "mixed")
     assert n_mixed > 0
-    cfg = tiny_config(train, valid=str(valid))
+    cfg = run_config(train, valid=str(valid))
     cfg.train.epochs = 1
     lines = []
     result = train_run(cfg, runs_dir=tmp_path / "runs", log=lines.append)
@@ -131,7 +95,7 @@ def test_unknown_labels_in_valid_are_dropped_with_a_note(tmp_path):
 def test_multi_task_gives_metrics_and_predictions_per_task(tmp_path):
     from core.predict import Predictor
 
-    cfg = tiny_config(write_csv(tmp_path / "train.csv", 300, topics=True), label_col="label,topic")
+    cfg = run_config(write_keyword_csv(tmp_path / "train.csv", 300, topics=True), label_col="label,topic")
     cfg.train.epochs = 6
     result = train_run(cfg, runs_dir=tmp_path / "runs", log=lambda line: None)
     assert result.status == "completed"
@@ -153,7 +117,7 @@ def test_multi_task_gives_metrics_and_predictions_per_task(tmp_path):
 
 
 def test_load_splits_carves_valid_and_test(tmp_path):
-    path = write_csv(tmp_path / "t.csv", 100)
+    path = write_keyword_csv(tmp_path / "t.csv", 100)
     splits = load_splits(DataConfig(train=str(path)), seed=1, log=lambda line: None)
     assert (len(splits.train), len(splits.valid), len(splits.test)) == (80, 10, 10)
     rows = sorted((r["text"], r["label"]) for r in csv.DictReader(open(path, encoding="utf-8")))
@@ -174,7 +138,7 @@ def test_label_matrix_marks_unknown_labels():
 
 
 def test_run_config_json_round_trip_and_unknown_keys(tmp_path):
-    cfg = tiny_config(Path("x.csv"))
+    cfg = run_config(Path("x.csv"))
     path = tmp_path / "c.json"
     path.write_text(json.dumps(cfg.to_dict()))
     assert RunConfig.load(path) == cfg

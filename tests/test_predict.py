@@ -2,58 +2,29 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from core.data import TextTable, load_table
 from core.metrics import classification_report
-from core.models import ModelConfig
-from core.pipeline import DataConfig, RunConfig, train_run
+from core.pipeline import train_run
 from core.predict import Predictor
 from core.runs import RunError
-from core.text import TextConfig
-from core.training import TrainConfig
+from helpers import tiny_config, write_keyword_csv
 
-FILLER = "the a movie film plot actor scene story time people really quite".split()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models run fastest on one thread; several threads only fight over shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_csv(path: Path, n: int, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "label"])
-        for _ in range(n):
-            label = rng.choice(["neg", "pos"])
-            words = rng.choices(FILLER, k=rng.randint(2, 8)) + ["great" if label == "pos" else "awful"]
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label])
-    return path
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("predict")
-    cfg = RunConfig(data=DataConfig(train=str(write_csv(folder / "train.csv", 300))),
-                    text=TextConfig(tokenizer="en", max_length=6),
-                    model=ModelConfig(embedding_dim=16, hidden_dim=16, pooling="attention"),
-                    train=TrainConfig(epochs=4, batch_size=32, lr=0.01, warmup_steps=0, device="cpu"))
+    cfg = tiny_config(write_keyword_csv(folder / "train.csv", 300), tokenizer="en", max_length=6,
+                      embedding_dim=16, hidden_dim=16, pooling="attention", batch_size=32)
     result = train_run(cfg, runs_dir=folder / "runs", log=lambda line: None)
     assert result.status == "completed"
     return result.run_dir

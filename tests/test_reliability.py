@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import random
 import threading
 import warnings
 from pathlib import Path
@@ -21,44 +19,15 @@ import core.pipeline as pipeline
 from core.batching import collate
 from core.jobs import JobRegistry
 from core.models import LSTMClassifier, ModelConfig
-from core.pipeline import DataConfig, RunConfig, train_run
+from core.pipeline import train_run
 from core.predict import Predictor
 from core.runs import atomic_save, atomic_write_json, read_jsonl, read_status
 from core.text import PAD, UNK, UNK_ID, TextConfig, TextEncoder
-from core.training import AfterBatch, AfterEpoch, TrainConfig
+from core.training import AfterBatch, AfterEpoch
+from helpers import tiny_config, write_keyword_csv
 
-FILLER = "the a movie film plot actor scene story time people really quite".split()
 TIMING = ("seconds", "tokens_per_s")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models run fastest on one thread; several threads only fight over shared cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def write_csv(path: Path, n: int, seed: int = 0, labels=("neg", "pos")) -> Path:
-    rng = random.Random(seed)
-    keywords = {"neg": "awful", "pos": "great", "cat": "meow", "dog": "woof", "bird": "tweet"}
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        writer = csv.writer(out)
-        writer.writerow(["text", "label"])
-        for _ in range(n):
-            label = rng.choice(labels)
-            words = rng.choices(FILLER, k=rng.randint(2, 8)) + [keywords[label]]
-            rng.shuffle(words)
-            writer.writerow([" ".join(words), label])
-    return path
-
-
-def tiny_config(train: Path, epochs: int = 4, **train_overrides) -> RunConfig:
-    return RunConfig(data=DataConfig(train=str(train)), text=TextConfig(tokenizer="whitespace"),
-                     model=ModelConfig(embedding_dim=8, hidden_dim=8, dropout=0.2),
-                     train=TrainConfig(**{"epochs": epochs, "batch_size": 16, "lr": 0.01, "warmup_steps": 0,
-                                          "device": "cpu", "patience": 100, "seed": 5, **train_overrides}))
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread
 
 
 def quiet(line: str) -> None:
@@ -147,7 +116,7 @@ def test_zero_length_text_gives_a_clear_result_and_a_prediction():
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("reliability")
-    result = train_run(tiny_config(write_csv(folder / "train.csv", 200), epochs=2), runs_dir=folder / "runs",
+    result = train_run(tiny_config(write_keyword_csv(folder / "train.csv", 200), epochs=2), runs_dir=folder / "runs",
                        run_id="done", log=quiet)
     assert result.status == "completed"
     return result.run_dir
@@ -198,7 +167,8 @@ def test_crash_while_publishing_marks_the_run_failed_and_keeps_best(tmp_path, mo
 
     monkeypatch.setattr(pipeline, "save_file", failing_save)
     with pytest.raises(OSError):
-        train_run(tiny_config(write_csv(tmp_path / "t.csv", 120), epochs=1), runs_dir=tmp_path, run_id="r", log=quiet)
+        train_run(tiny_config(write_keyword_csv(tmp_path / "t.csv", 120), epochs=1), runs_dir=tmp_path, run_id="r",
+                  log=quiet)
     run_dir = tmp_path / "r"
     assert read_status(run_dir)["status"] == "failed" and "No space left" in read_status(run_dir)["message"]
     assert not (run_dir / "model.safetensors").exists() and no_temp_files(run_dir)
@@ -219,7 +189,7 @@ def stop_after(stop: threading.Event, *, epoch: int, step: int | None = None):
 def test_cancel_stops_within_one_batch_and_publishes_nothing(tmp_path):
     stop = threading.Event()
     batches = []
-    result = train_run(tiny_config(write_csv(tmp_path / "t.csv", 200), epochs=4), runs_dir=tmp_path, run_id="c",
+    result = train_run(tiny_config(write_keyword_csv(tmp_path / "t.csv", 200), epochs=4), runs_dir=tmp_path, run_id="c",
                        stop=stop, log=quiet,
                        callbacks=[stop_after(stop, epoch=2, step=3),
                                   lambda e: batches.append((e.epoch, e.step)) if isinstance(e, AfterBatch) else None])
@@ -236,7 +206,7 @@ def test_cancel_stops_within_one_batch_and_publishes_nothing(tmp_path):
 
 
 def test_resume_after_a_stop_gives_the_same_weights_and_history(tmp_path):
-    data = write_csv(tmp_path / "t.csv", 200)
+    data = write_keyword_csv(tmp_path / "t.csv", 200)
     full = train_run(tiny_config(data, epochs=4), runs_dir=tmp_path, run_id="full", log=quiet)
     assert full.status == "completed" and len(full.history) == 4
 
@@ -288,7 +258,7 @@ def test_nan_or_inf_loss_ends_as_diverged_with_best_weights_intact(tmp_path, mon
 
     hooked_build_model(monkeypatch, poison)
     on_epoch = lambda e: poisoned.set() if isinstance(e, AfterEpoch) and e.epoch == 1 else None  # noqa: E731
-    result = train_run(tiny_config(write_csv(tmp_path / "t.csv", 160), epochs=4), runs_dir=tmp_path, run_id="d",
+    result = train_run(tiny_config(write_keyword_csv(tmp_path / "t.csv", 160), epochs=4), runs_dir=tmp_path, run_id="d",
                        callbacks=[on_epoch], log=quiet)
     assert result.status == "diverged" and "epoch 2" in result.message
     run_dir = tmp_path / "d"
@@ -315,7 +285,7 @@ def test_simulated_out_of_memory_halves_the_batch_and_finishes(tmp_path, monkeyp
 
     hooked_build_model(monkeypatch, oom_once)
     steps = []
-    result = train_run(tiny_config(write_csv(tmp_path / "t.csv", 200), epochs=2), runs_dir=tmp_path, run_id="o",
+    result = train_run(tiny_config(write_keyword_csv(tmp_path / "t.csv", 200), epochs=2), runs_dir=tmp_path, run_id="o",
                        log=quiet, callbacks=[lambda e: steps.append(e) if isinstance(e, AfterBatch) else None])
     assert result.status == "completed"
     assert [r["batch_size"] for r in result.history] == [8, 8]  # 16 halved for the rest of the run
@@ -336,7 +306,7 @@ def test_three_jobs_from_two_owners_run_at_once(tmp_path, caplog):
     datasets = {"a1": ("neg", "pos"), "a2": ("cat", "dog"), "b1": ("cat", "dog", "bird")}
     owners = {"a1": "alice", "a2": "alice", "b1": "bob"}
     registry = JobRegistry()
-    configs = {name: tiny_config(write_csv(tmp_path / f"{name}.csv", 160, labels=labels), epochs=3)
+    configs = {name: tiny_config(write_keyword_csv(tmp_path / f"{name}.csv", 160, labels=labels), epochs=3)
                for name, labels in datasets.items()}
     caplog.set_level(logging.WARNING)
     with warnings.catch_warnings(record=True) as caught:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from functools import partial
 
 import numpy as np
 import pytest
@@ -14,10 +15,11 @@ from core.cli import build_parser, main
 from core.data import TextTable
 from core.hierarchical import HierarchicalClassifier
 from core.models import LSTMClassifier, ModelConfig, build_model
-from core.pipeline import DataConfig, RunConfig, Splits, train_run
+from core.pipeline import Splits, train_run
 from core.predict import Predictor
 from core.text import SENT_END, SENT_END_ID, TextConfig, TextEncoder
 from core.training import AfterEpoch, TrainConfig, fgm_step, fit, task_loss
+from helpers import tiny_config
 
 POSITIVE, NEGATIVE = ["great", "superb", "lovely"], ["awful", "dull", "poor"]
 FILLER = ["the", "film", "was", "a", "story", "with", "some", "scenes", "and", "actors"]
@@ -50,10 +52,9 @@ def splits_of(table: TextTable) -> Splits:
                   table.subset(list(range(cut2, n))))
 
 
-def tiny_config(**model) -> RunConfig:
-    return RunConfig(data=DataConfig(), text=TextConfig(tokenizer="whitespace", max_length=60),
-                     model=ModelConfig(embedding_dim=12, hidden_dim=12, dropout=0.1, **model),
-                     train=TrainConfig(epochs=4, batch_size=16, lr=0.02, warmup_steps=0, patience=10, seed=3))
+# no data file: these runs get their splits from make_table
+run_config = partial(tiny_config, max_length=60, embedding_dim=12, hidden_dim=12, dropout=0.1, lr=0.02, patience=10,
+                     seed=3)
 
 
 def random_model(seed: int = 0, **kwargs) -> LSTMClassifier:
@@ -145,7 +146,7 @@ def test_hierarchical_model_reads_one_and_many_sentence_documents():
 
 def test_hierarchical_model_trains_end_to_end_and_predicts(tmp_path):
     table = make_table(200, sentences=3)
-    result = train_run(tiny_config(hierarchical=True), splits=splits_of(table), runs_dir=tmp_path, log=lambda s: None)
+    result = train_run(run_config(hierarchical=True), splits=splits_of(table), runs_dir=tmp_path, log=lambda s: None)
     assert result.status == "completed"
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     predictor = Predictor.load(result.run_dir)
@@ -187,7 +188,7 @@ def test_chunked_encoding_carries_the_forward_state_and_truncates_the_gradient()
 
 def test_bidirectional_chunked_model_reads_long_texts_beyond_max_length(tmp_path):
     table = make_table(120)
-    cfg = tiny_config(chunk_length=4)
+    cfg = run_config(chunk_length=4)
     cfg.text.max_length = 5
     result = train_run(cfg, splits=splits_of(table), runs_dir=tmp_path, log=lambda s: None)
     assert result.status == "completed"
@@ -215,7 +216,7 @@ def test_chunk_length_and_hierarchical_are_validated():
 
 def test_multitask_metrics_exist_per_task(tmp_path):
     table = make_table(150, multitask=True)
-    cfg = tiny_config()
+    cfg = run_config()
     cfg.train.epochs = 2
     cfg.train.task_weights = "1,0.5"
     result = train_run(cfg, splits=splits_of(table), runs_dir=tmp_path, log=lambda s: None)
@@ -229,7 +230,7 @@ def test_multitask_metrics_exist_per_task(tmp_path):
 
 
 def test_task_weights_must_match_the_label_columns(tmp_path):
-    cfg = tiny_config()
+    cfg = run_config()
     cfg.train.task_weights = "1,0.5,2"
     with pytest.raises(ValueError, match="task_weights"):
         train_run(cfg, splits=splits_of(make_table(60, multitask=True)), runs_dir=tmp_path, log=lambda s: None)
@@ -251,7 +252,7 @@ def test_layer_norm_and_residual_change_outputs():
 
 
 def test_layer_norm_and_residual_models_train(tmp_path):
-    result = train_run(tiny_config(num_layers=2, layer_norm=True, residual=True), splits=splits_of(make_table(160)),
+    result = train_run(run_config(num_layers=2, layer_norm=True, residual=True), splits=splits_of(make_table(160)),
                        runs_dir=tmp_path, log=lambda s: None)
     assert result.status == "completed"
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -275,7 +276,7 @@ def test_dropout_schedule_moves_the_dropout_rate_over_epochs():
 
 
 def test_cpu_bf16_autocast_trains(tmp_path):
-    cfg = tiny_config(chunk_length=3)
+    cfg = run_config(chunk_length=3)
     cfg.train.amp = "bf16"
     cfg.train.epochs = 2
     result = train_run(cfg, splits=splits_of(make_table(80)), runs_dir=tmp_path, log=lambda s: None)

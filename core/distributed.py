@@ -110,8 +110,12 @@ class Distributed:
             dist.barrier(device_ids=[self.device.index]) if self.device.type == "cuda" else dist.barrier()
 
     def close(self) -> None:
+        """Leave together: a rank that tears down gloo while rank 0 still publishes the run aborts."""
         if dist.is_initialized():
-            dist.destroy_process_group()
+            try:
+                dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
     def __repr__(self) -> str:
         return f"Distributed(rank={self.rank}, world_size={self.world_size}, device={self.device})"

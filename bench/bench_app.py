@@ -126,8 +126,8 @@ def cli_run(command: str, data_file: Path, out: Path) -> Path:
 
 
 def in_process(data_file: Path, tmp: Path, epochs: int, hidden_dim: int) -> tuple[list[float], list[float]]:
-    """Server side only: a JobRegistry job polled every 0.5 s (snapshot + the curve figure, as the
-    page's fragment does) vs ``train_run`` called directly; same splits, alternating, 2 each."""
+    """Server side only: a JobRegistry job polled as often as the Train page's fragment does
+    (snapshot + the curve figure) vs ``train_run`` called directly; same splits, alternating, 2 each."""
     import threading
 
     import torch
@@ -136,6 +136,7 @@ def in_process(data_file: Path, tmp: Path, epochs: int, hidden_dim: int) -> tupl
     from core.jobs import JobRegistry
     from core.pipeline import DataConfig, RunConfig, load_splits, train_run
     from ui import charts
+    from ui.training import POLL_SECONDS
 
     torch.set_num_threads(int(THREADS))
     cfg = RunConfig(data=DataConfig(train=str(data_file)))
@@ -148,7 +149,7 @@ def in_process(data_file: Path, tmp: Path, epochs: int, hidden_dim: int) -> tupl
         while not job.snapshot().done:
             snap = job.snapshot()
             charts.training_curves(snap.history, snap.batch_losses, snap.steps_per_epoch, snap.lr)
-            time.sleep(0.5)
+            time.sleep(POLL_SECONDS)
         app.append(run_throughput(Path(job.snapshot().run_dir), len(splits.train))["examples_per_s"])
         result = train_run(RunConfig.from_dict(cfg.to_dict()), splits=splits, runs_dir=tmp / "inproc_cli",
                            log=lambda line: None)

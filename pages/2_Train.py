@@ -10,9 +10,8 @@ from ui.format import duration, md, one_line
 from ui.params import Param, cli_args, cli_command, params, torchrun_command
 from ui.resources import registry, runs_dir
 from ui.state import CURRENT_JOB, FINISHED_SEEN, PREPARED, owner_id, remember, remembered, stored
-from ui.training import run_config, running_job, session_jobs, start_training
+from ui.training import POLL_SECONDS, run_config, running_job, session_jobs, start_training
 
-POLL_SECONDS = 1.0
 
 owner = owner_id()
 st.title("Train")

@@ -53,6 +53,9 @@ def dropped_rows(dropped: dict[str, int]) -> go.Figure:
                    xaxis_title="rows", yaxis_type="category")
 
 
+MAX_CURVE_POINTS = 400
+
+
 def training_curves(history: Sequence[dict], batch_losses: Sequence[tuple[int, float]],
                     steps_per_epoch: int, current_lr: float | None = None) -> go.Figure:
     """Loss (batch and per epoch), accuracy/F1 and learning rate against the epoch."""
@@ -60,7 +63,11 @@ def training_curves(history: Sequence[dict], batch_losses: Sequence[tuple[int, f
                         horizontal_spacing=0.08)
     per_epoch = max(steps_per_epoch, 1)
     if batch_losses:
-        steps, losses = zip(*batch_losses)
+        stride = -(-len(batch_losses) // MAX_CURVE_POINTS)  # a few hundred points draw the same curve
+        points = list(batch_losses[::stride])
+        if points[-1] != batch_losses[-1]:
+            points.append(batch_losses[-1])
+        steps, losses = zip(*points)
         fig.add_scatter(x=[s / per_epoch for s in steps], y=list(losses), mode="lines", name="batch loss",
                         line=dict(width=1, color="rgba(120,120,120,0.5)"), row=1, col=1)
     epochs = [r["epoch"] for r in history]

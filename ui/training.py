@@ -8,6 +8,10 @@ from ui import params
 from ui.data import PreparedData, make_splits
 from ui.resources import registry, runs_dir
 
+# how often the Train page's fragment redraws a running job; building the figure holds the GIL
+# that the training thread also needs, so faster polling would slow training down
+POLL_SECONDS = 1.0
+
 
 def data_config(prepared: PreparedData, valid_fraction: float, test_fraction: float) -> DataConfig:
     return DataConfig(train="" if prepared.builtin else prepared.raw_name, dataset=prepared.builtin,

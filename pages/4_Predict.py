@@ -7,23 +7,18 @@ from core.runs import RunError
 from ui import charts
 from ui.format import md, one_line
 from ui.predicting import predictions_frame
-from ui.resources import demo_run, predictor, run_label, visible_runs
+from ui.resources import demo_run, model_choices, predictor
 from ui.state import owner_id
 
 owner = owner_id()
 st.title("Predict")
 
-choices = {}
-demo = demo_run()
-if demo is not None:
-    choices[str(demo.path)] = "Demo model (" + run_label(demo) + ")"
-for r in visible_runs(owner):
-    choices[str(r.path)] = run_label(r)
+choices = model_choices(owner)
 if not choices:
     st.info("No model yet: train one on the Train page (the demo model is not installed).")
     st.stop()
 path = st.selectbox("Model", list(choices), format_func=choices.get, key="predict.run")
-if demo is None:
+if demo_run() is None:
     st.caption("The demo model (artifacts/demo) is not installed; choose one of your runs.")
 
 try:

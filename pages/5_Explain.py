@@ -9,7 +9,7 @@ from core.render import render_document, render_html, render_png, to_json
 from core.runs import RunError
 from ui.explain_view import deletion_caption, explainer, explanation, highlight_mistakes, test_examples
 from ui.format import md, one_line
-from ui.resources import demo_run, run_label, visible_runs
+from ui.resources import model_choices
 from ui.state import owner_id
 
 owner = owner_id()
@@ -18,12 +18,7 @@ st.caption("Colours show how much each word pushed the model towards (blue) or a
            "Each explanation carries its own deletion test: if removing its top words changes the "
            "prediction much more than removing random words, the explanation found what mattered.")
 
-choices = {}
-demo = demo_run()
-if demo is not None:
-    choices[str(demo.path)] = "Demo model (" + run_label(demo) + ")"
-for r in visible_runs(owner):
-    choices[str(r.path)] = run_label(r)
+choices = model_choices(owner)
 if not choices:
     st.info("No model yet: train one on the Train page (the demo model is not installed).")
     st.stop()

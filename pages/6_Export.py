@@ -6,18 +6,13 @@ from core.export import FORMATS, ExportError, export_run, load_upload
 from core.runs import RunError
 from ui.export_view import FORMAT_TITLES, UPLOAD_TYPES, downloads, parity_frame, saved_parity, target_checks
 from ui.format import md, one_line
-from ui.resources import demo_run, run_label, visible_runs
+from ui.resources import model_choices
 from ui.state import owner_id
 
 owner = owner_id()
 st.title("Export")
 
-choices = {}
-demo = demo_run()
-if demo is not None:
-    choices[str(demo.path)] = "Demo model (" + run_label(demo) + ")"
-for r in visible_runs(owner):
-    choices[str(r.path)] = run_label(r)
+choices = model_choices(owner)
 
 if not choices:
     st.info("No model to export yet: train one on the Train page. You can still import a bundle below.")

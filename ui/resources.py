@@ -103,3 +103,14 @@ def run_label(run: RunInfo) -> str:
     acc = test.get("accuracy")
     score = f" · accuracy {acc:.3f}" if isinstance(acc, (int, float)) else ""
     return f"{run.run_id}{score}"
+
+
+def model_choices(owner: str) -> dict[str, str]:
+    """Models a page can offer this session: the demo model first, then its finished runs (path -> label)."""
+    choices = {}
+    demo = demo_run()
+    if demo is not None:
+        choices[str(demo.path)] = "Demo model (" + run_label(demo) + ")"
+    for run in visible_runs(owner):
+        choices[str(run.path)] = run_label(run)
+    return choices

@@ -358,3 +358,18 @@ def test_onnx_export_refuses_chunked_models_but_bundle_still_works(tmp_path):
     result = export_run(run.run_dir, ["bundle"], tmp_path / "out")
     assert (tmp_path / "out").exists() and result.parity is not None
     assert "onnx" not in result.parity
+
+
+def test_a_run_without_a_test_split_still_exports_and_says_why_there_is_no_parity(run_dir, tmp_path):
+    """The demo model ships without its dataset's text: every format is written, parity is skipped."""
+    import shutil
+
+    from core.export import export_run
+
+    copy = tmp_path / "no-test-split"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("test.csv", "export"))
+    lines = []
+    result = export_run(copy, ["bundle", "onnx"], tmp_path / "out", log=lines.append)
+    assert result.parity is None
+    assert any("no test split" in line for line in lines)
+    assert (tmp_path / "out" / "model-bundle.zip").is_file() and (tmp_path / "out" / "model.onnx").is_file()

@@ -99,8 +99,7 @@ def test_upload_train_watch_and_predict_in_a_browser(app_url, tmp_path):
         go("Data")
         page.get_by_test_id("stFileUploader").locator("input[type=file]").set_input_files(str(upload))
         expect(page.get_by_text("Ready to train:")).to_be_visible()
-        page.get_by_test_id("stSelectbox").filter(has_text="Text column").click()
-        page.get_by_role("option", name="review", exact=True).click()
+        choose(page, page.get_by_test_id("stSelectbox").filter(has_text="Text column"), "review")
         labels = page.get_by_test_id("stMultiSelect").filter(has_text="Label column")
         expect(labels).to_contain_text("sentiment")
         expect(page.get_by_text("Ready to train: 960 training, 120 validation and 120 test rows")).to_be_visible()
@@ -137,3 +136,19 @@ def test_upload_train_watch_and_predict_in_a_browser(app_url, tmp_path):
         expect(page.get_by_test_id("stMetricValue")).to_have_text(re.compile(r"^(pos|neg)$"))
         expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
         browser.close()
+
+
+def choose(page, selectbox, option: str, tries: int = 3) -> None:
+    """Pick an option; a click that lands while the script reruns closes the list, so try again."""
+    target = page.get_by_role("option", name=option, exact=True)
+    for attempt in range(tries):
+        selectbox.click()
+        try:
+            target.wait_for(state="visible", timeout=10_000)
+        except Exception:
+            if attempt == tries - 1:
+                raise
+            page.keyboard.press("Escape")
+            continue
+        target.click()
+        return

@@ -39,13 +39,13 @@ ANCHORS = {"sst2": "published BiLSTM 85.9% (GLUE)", "sst2-random": "",
 def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
     """The run configuration and the data files for one benchmark."""
     sentence = dict(text=TextConfig(tokenizer="en", max_length=80, min_freq=1),
-                    model=ModelConfig(hidden_dim=128, pooling="attention", dropout=0.5))
+                    model=ModelConfig(hidden_dim=256, pooling="attention", dropout=0.5))
     if name in ("sst2", "sst2-random", "sst5"):
         folder = "sst2" if name.startswith("sst2") else "sst5"
         files = {s: str(require_data(folder, f"{s}.csv")) for s in ("train", "dev", "test")}
         cfg = RunConfig(data=DataConfig(train=files["train"], valid=files["dev"], test=files["test"]),
                         train=TrainConfig(epochs=epochs or 12, batch_size=64, lr=2e-3, patience=3,
-                                          label_smoothing=0.1, select_metric="accuracy"),
+                                          label_smoothing=0.1, fgm_epsilon=1.0, select_metric="accuracy"),
                         pretrained_vectors="" if name == "sst2-random" else "glove-6b-50d", **sentence)
         if name == "sst2-random":
             cfg.model.embedding_dim = 50
@@ -53,7 +53,7 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
         files = {"train": str(require_data("trec", "train.csv")), "test": str(require_data("trec", "test.csv"))}
         cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
                         train=TrainConfig(epochs=epochs or 20, batch_size=32, lr=2e-3, patience=4,
-                                          label_smoothing=0.1),
+                                          label_smoothing=0.1, fgm_epsilon=1.0),
                         pretrained_vectors="glove-6b-50d", **sentence)
     elif name == "imdb":
         files = {"train": str(require_data("imdb", "train.csv.gz")), "test": str(require_data("imdb", "test.csv.gz"))}
@@ -78,7 +78,7 @@ def cli_command(cfg: RunConfig) -> str:
     parts += [f"--tokenizer {t.tokenizer}", f"--max-length {t.max_length}", f"--min-freq {t.min_freq}",
               f"--hidden-dim {m.hidden_dim}", f"--pooling {m.pooling}", f"--dropout {m.dropout}",
               f"--epochs {tr.epochs}", f"--batch-size {tr.batch_size}", f"--lr {tr.lr}", f"--patience {tr.patience}",
-              f"--label-smoothing {tr.label_smoothing}",
+              f"--label-smoothing {tr.label_smoothing}", f"--fgm-epsilon {tr.fgm_epsilon}",
               f"--seed {tr.seed}"]
     if cfg.pretrained_vectors:
         parts.append(f"--pretrained-vectors {cfg.pretrained_vectors}")
@@ -125,9 +125,10 @@ The equivalent command lines (the same `RunConfig`, seed 13):
 {commands}
 
 All runs use one CPU thread on a shared 2-core machine. The recipes were chosen on SST-2's dev
-set (attention pooling and label smoothing 0.1 beat max pooling, a frozen embedding, 256 hidden
-units and two layers there) and applied unchanged to the other datasets; no test figure was used to
-choose anything. The remaining gap to the targets is the 50-dimensional GloVe vectors (the
+set: attention pooling, label smoothing 0.1, FGM adversarial training (epsilon 1.0) and 256 hidden
+units each raised dev accuracy there (a frozen embedding, dropout 0.3, two layers and batch 32 did
+not), and the sentence recipe was applied unchanged to SST-5 and TREC; IMDB keeps hidden 128
+without FGM to fit the CPU budget. No test figure was used to choose anything. The remaining gap to the targets is the 50-dimensional GloVe vectors (the
 published LSTM figures use 300d vectors, SST-2's phrase-level labels, or a pre-trained language
 model) and the CPU budget: IMDB trains for 22 minutes here. A GPU run to try against the IMDB
 target (not run here: no GPU in this session) keeps the recipe and reads more of each review with
@@ -157,6 +158,8 @@ def main() -> None:
         out = ROOT / "bench" / "out" / "runs"
         result = train_run(cfg, runs_dir=out, run_id=new_run_id(f"bench-{name}"), log=lambda line: print(f"  {line}", flush=True))
         test = result.metrics["test"]["primary"]
+        # re-read before writing: other invocations may have added datasets meanwhile
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results[name] = {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "tfidf_accuracy": tfidf,
                          "best_epoch": result.metrics["best_epoch"], "epochs_run": result.metrics["epochs_run"],
                          "train_seconds": result.metrics["train_seconds"], "command": cli_command(cfg),

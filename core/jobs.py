@@ -56,11 +56,54 @@ class JobSnapshot:
         return min(1.0, ((max(self.epoch - 1, 0)) * self.steps_per_epoch + self.step) / total) if total else 0.0
 
 
-class TrainingJob:
+class BackgroundJob:
+    """A daemon worker thread (the subclass's ``_run``), a stop event and a lock-protected frozen snapshot.
+
+    Any thread may call ``start``, ``stop``, ``snapshot`` and ``join``; only the worker calls
+    ``_update`` and ``_log``, which swap in a new snapshot so readers never see one half-written.
+    """
+
+    MAX_LOG_LINES = 200
+
+    def _init_worker(self, snapshot, name: str) -> None:
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._snapshot = snapshot
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def snapshot(self):
+        with self._lock:
+            return self._snapshot
+
+    def join(self, timeout: float | None = None):
+        self._thread.join(timeout)
+        return self.snapshot()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _update(self, **changes) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **changes)
+
+    def _log(self, line: str) -> None:
+        with self._lock:
+            log = (self._snapshot.log + (line,))[-self.MAX_LOG_LINES:]
+            self._snapshot = replace(self._snapshot, log=log)
+
+
+class TrainingJob(BackgroundJob):
     """One training run in a daemon thread. ``stop()`` cancels within one batch."""
 
     MAX_BATCH_POINTS = 2000
-    MAX_LOG_LINES = 200
 
     def __init__(self, config, owner: str, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, splits=None,
                  run_id: str | None = None, train_fn: Callable | None = None):
@@ -70,41 +113,8 @@ class TrainingJob:
         self.runs_dir = Path(runs_dir)
         self._splits = splits
         self._train_fn = train_fn
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._snapshot = JobSnapshot(self.job_id, owner, "queued", run_dir=str(self.runs_dir / self.job_id),
-                                     started=time.time())
-        self._thread = threading.Thread(target=self._run, name=f"train-{self.job_id}", daemon=True)
-
-    # ---- called from any thread
-    def start(self) -> "TrainingJob":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def snapshot(self) -> JobSnapshot:
-        with self._lock:
-            return self._snapshot
-
-    def join(self, timeout: float | None = None) -> JobSnapshot:
-        self._thread.join(timeout)
-        return self.snapshot()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    # ---- worker thread only
-    def _update(self, **changes) -> None:
-        with self._lock:
-            self._snapshot = replace(self._snapshot, **changes)
-
-    def _log(self, line: str) -> None:
-        with self._lock:
-            log = (self._snapshot.log + (line,))[-self.MAX_LOG_LINES:]
-            self._snapshot = replace(self._snapshot, log=log)
+        self._init_worker(JobSnapshot(self.job_id, owner, "queued", run_dir=str(self.runs_dir / self.job_id),
+                                      started=time.time()), name=f"train-{self.job_id}")
 
     def _on_event(self, event) -> None:
         if isinstance(event, BeforeFit):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from core.jobs import BackgroundJob
 from core.runs import DEFAULT_RUNS_DIR, atomic_write_json, atomic_write_text, new_run_id, safe_run_id
 
 DEFAULT_SEARCH_DIR = Path("artifacts") / "searches"
@@ -349,7 +350,7 @@ class SearchSnapshot:
         return 1.0 if self.status == "completed" else (finished + running) / max(len(self.trials), 1)
 
 
-class SearchJob:
+class SearchJob(BackgroundJob):
     """A search in a daemon thread; ``stop()`` cancels the running trial within one batch."""
 
     MAX_LOG_LINES = 300
@@ -367,41 +368,11 @@ class SearchJob:
         self.search_id = safe_run_id(search_id) if search_id else new_run_id("search")
         self.runs_dir, self.search_dir = Path(runs_dir), Path(search_dir)
         self._splits, self._spec = splits, spec
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
         queued = tuple(TrialResult(i, dict(t), f"{self.search_id}-t{i:02d}",
                                    str(self.runs_dir / f"{self.search_id}-t{i:02d}"), "queued")
                        for i, t in enumerate(self.trials, 1))
-        self._snapshot = SearchSnapshot(self.search_id, owner, "queued", str(self.search_dir / self.search_id),
-                                        queued, started=time.time())
-        self._thread = threading.Thread(target=self._run, name=f"search-{self.search_id}", daemon=True)
-
-    def start(self) -> "SearchJob":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def snapshot(self) -> SearchSnapshot:
-        with self._lock:
-            return self._snapshot
-
-    def join(self, timeout: float | None = None) -> SearchSnapshot:
-        self._thread.join(timeout)
-        return self.snapshot()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _update(self, **changes) -> None:
-        with self._lock:
-            self._snapshot = replace(self._snapshot, **changes)
-
-    def _log(self, line: str) -> None:
-        with self._lock:
-            self._snapshot = replace(self._snapshot, log=(self._snapshot.log + (line,))[-self.MAX_LOG_LINES:])
+        self._init_worker(SearchSnapshot(self.search_id, owner, "queued", str(self.search_dir / self.search_id),
+                                         queued, started=time.time()), name=f"search-{self.search_id}")
 
     def _on_trials(self, trials: list[TrialResult]) -> None:
         current = next((t.index for t in trials if t.status == "running"), 0)

@@ -60,7 +60,8 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
         cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.1, test_fraction=0.0),
                         text=TextConfig(tokenizer="en", max_length=400, min_freq=2),
                         model=ModelConfig(hidden_dim=128, pooling="attention", dropout=0.5),
-                        train=TrainConfig(epochs=epochs or 8, batch_size=64, lr=2e-3, patience=2, label_smoothing=0.1),
+                        train=TrainConfig(epochs=epochs or 8, batch_size=64, lr=2e-3, patience=2, label_smoothing=0.1,
+                                          fgm_epsilon=1.0),
                         pretrained_vectors="glove-6b-50d")
     else:
         raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(TARGETS)}")

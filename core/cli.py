@@ -47,6 +47,8 @@ TRAIN_FLAGS = [
     ("--max-vocab-size", "text", "max_vocab_size", "most frequent tokens kept"),
     ("--min-freq", "text", "min_freq", "tokens seen fewer times become <unk>"),
     ("--max-length", "text", "max_length", "tokens kept per text (longer texts are truncated)"),
+    ("--truncation", "text", "truncation", "which tokens of a longer text are kept: head, tail, or head+tail "
+     "(first quarter + last three quarters)"),
     ("--tokenizer", "text", "tokenizer", "en, zh (jieba), xx (multilingual) or whitespace"),
     ("--lowercase", "text", "lowercase", "lowercase text before tokenising"),
     ("--optimizer", "train", "optimizer", "adam or adamw"),
@@ -64,6 +66,7 @@ TRAIN_FLAGS = [
     ("--device", "train", "device", "auto, cpu or cuda"),
     ("--amp", "train", "amp", "mixed precision: off, auto, fp16 or bf16 (--amp alone means auto)"),
     ("--fgm-epsilon", "train", "fgm_epsilon", "FGM adversarial training step on the embeddings (0 = off)"),
+    ("--ema-decay", "train", "ema_decay", "average the weights over steps, e.g. 0.99 (0 = off); the average is validated and saved"),
     ("--dropout-schedule", "train", "dropout_schedule", "START:END dropout over epochs, e.g. 0.3:0.5"),
     ("--task-weights", "train", "task_weights", "loss weights per label column, e.g. 1,0.5"),
 ]

@@ -780,7 +780,8 @@ def model_card(run_config: dict, metrics: dict, labels: dict, parity: dict | Non
         f"({model.get('hidden_dim')} units per direction), {model.get('pooling')} pooling, one head per task.",
         f"- Pretrained vectors: {run.get('pretrained_vectors') or 'none (trained from scratch)'}.",
         f"- Tokenizer: {text.get('tokenizer')} (lowercase: {text.get('lowercase')}), at most "
-        f"{text.get('max_length')} tokens per text; longer texts are truncated.", "",
+        f"{text.get('max_length')} tokens per text; longer texts are truncated (kept: "
+        f"{text.get('truncation', 'head')}).", "",
         "## Data",
         f"- Trained on {source} (text column '{data.get('text_col', 'text')}', label column(s) "
         f"{', '.join(labels.get('columns', []))}).",

@@ -43,7 +43,7 @@ import pandas as pd
 
 from core.data import DataError, normalize_label
 from core.runs import DEFAULT_RUNS_DIR, atomic_write_json, new_run_id, safe_run_id, write_status
-from core.text import PAD, SENT_END, UNK, UNK_ID, TextConfig, TextEncoder, Vocabulary
+from core.text import PAD, SENT_END, UNK, UNK_ID, TextConfig, TextEncoder, Vocabulary, keep_tokens
 from core.training import Callback, resolve_device
 
 TRAIN, VALID, TEST = 0, 1, 2
@@ -219,7 +219,7 @@ def ingest(sources: Sequence[tuple[str, int | None]], folder: str | Path, text_c
                             counts.update(tokens)
                             for k, label in enumerate(row_labels):
                                 train_labels[k].add(label)
-                        kept = tokens[:max_length] if max_length else tokens
+                        kept = keep_tokens(tokens, max_length, text_config.truncation)
                         ids = list(map(token_ids.__getitem__, kept)) or [0]
                         flat.extend(ids)
                         lengths.append(len(ids))

@@ -20,6 +20,7 @@ PAD_ID, UNK_ID = 0, 1
 # sentence end marker: only in vocabularies built with sentence_breaks, where it is always id 2
 SENT_END, SENT_END_ID = "</s>", 2
 TOKENIZERS = ("en", "zh", "xx", "whitespace")
+TRUNCATIONS = ("head", "tail", "head+tail")
 
 _BREAK_TAG = re.compile(r"<\s*br\s*/?\s*>", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
@@ -33,6 +34,9 @@ class TextConfig:
     min_freq: int = 1  # a token seen fewer times becomes <unk>
     max_length: int = 400  # tokens kept per text; longer texts are truncated
     truncate: bool = True  # False reads texts whole, ignoring max_length (set for chunked models)
+    # which tokens a text longer than max_length keeps: the first (head), the last (tail), or the
+    # first quarter and the last three quarters (head+tail: reviews often end with their verdict)
+    truncation: str = "head"
     sentence_breaks: bool = False  # append "</s>" after each sentence (set for hierarchical models)
 
     def validate(self) -> "TextConfig":
@@ -43,7 +47,22 @@ class TextConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"The '{name}' parameter must be an int >= 1. Got {value!r} instead.")
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"The 'truncation' parameter must be one of {', '.join(TRUNCATIONS)}. "
+                             f"Got {self.truncation!r} instead.")
         return self
+
+
+def keep_tokens(tokens: list, limit: int | None, truncation: str = "head") -> list:
+    """At most ``limit`` tokens: the first, the last, or the first quarter plus the last three quarters."""
+    if not limit or len(tokens) <= limit:
+        return tokens
+    if truncation == "tail":
+        return tokens[-limit:]
+    if truncation == "head+tail":
+        head = limit // 4
+        return tokens[:head] + tokens[len(tokens) - (limit - head):]
+    return tokens[:limit]
 
 
 def clean_text(text: str) -> str:
@@ -208,7 +227,7 @@ class TextEncoder:
         if max_length is None and not self.config.truncate:
             limit = None
         tokens = self.tokenize(text)
-        kept = tokens[:limit] if limit else tokens
+        kept = keep_tokens(tokens, limit, self.config.truncation)
         if not kept:
             # a zero-length sequence cannot be packed; the model reads one <unk> instead
             return Encoded([UNK_ID], [UNK], 0, True)

@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "off"  # off | auto | fp16 | bf16 (mixed precision; auto: fp16 on CUDA, bf16 on CPU)
     fgm_epsilon: float = 0.0  # > 0 turns on FGM adversarial training on the embedding output
+    ema_decay: float = 0.0  # > 0 averages the weights over steps (e.g. 0.99); validation and the saved model use the average
     dropout_schedule: str = ""  # "START:END", e.g. "0.3:0.5": dropout moves linearly over epochs
     task_weights: str = ""  # multi-task loss weights, "1,0.5" (one per label column)
     pool_batches: int = 100  # the bucket sampler sorts lengths inside pools of this many batches
@@ -73,6 +74,9 @@ class TrainConfig:
             raise ValueError(f"The 'clip_grad_norm' parameter must be >= 0. Got {self.clip_grad_norm!r} instead.")
         if self.fgm_epsilon < 0:
             raise ValueError(f"The 'fgm_epsilon' parameter must be >= 0. Got {self.fgm_epsilon!r} instead.")
+        if not (isinstance(self.ema_decay, (int, float)) and 0.0 <= self.ema_decay < 1.0):
+            raise ValueError(f"The 'ema_decay' parameter must be in [0, 1), e.g. 0.99 (0 = off). "
+                             f"Got {self.ema_decay!r} instead.")
         for name, choices in (("optimizer", OPTIMIZERS), ("select_metric", SELECT_METRICS),
                               ("amp", AMP_MODES), ("device", DEVICES)):
             if getattr(self, name) not in choices:
@@ -347,6 +351,9 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
             sampler = make_sampler(batch_size)
         best_state = resume.get("best")
     history: list[dict] = list(state["history"])
+    ema = WeightAverage(base_model, config.ema_decay) if config.ema_decay > 0 else None
+    if ema is not None and resume and "ema" in resume:
+        ema.load(resume["ema"])
 
     emit(BeforeFit(config.epochs, len(sampler), len(train_seqs), len(valid_seqs), str(device),
                    sum(p.numel() for p in params), state["epoch"]))
@@ -392,6 +399,8 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
         else:
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if ema is not None:
+            ema.update(state["global_step"])
         correct = int((_predict(logits[0]) == targets[:, 0]).sum())
         return float(loss.detach()), correct
 
@@ -447,18 +456,19 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
             train_loss, train_acc = loss_sum / max(seen, 1), correct / max(seen, 1)
             if distributed:
                 train_loss, train_acc, tokens = distributed.reduce_train(loss_sum, correct, seen, tokens)
-            valid = evaluate_tasks(base_model, valid_seqs, valid_y, label_sets, device, config.label_smoothing)
-            score = _score(valid, config.select_metric)
-            if distributed:  # rank 0's score drives every decision, so all ranks stop at the same epoch
-                score = distributed.broadcast(score)
-            improved = score > state["best_score"]
-            if improved:
-                state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
-                best_state = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
-                if save_best and rank_zero:
-                    save_best(best_state)
-            else:
-                state["bad_epochs"] += 1
+            with ema.applied() if ema is not None else contextlib.nullcontext():  # judge the averaged weights
+                valid = evaluate_tasks(base_model, valid_seqs, valid_y, label_sets, device, config.label_smoothing)
+                score = _score(valid, config.select_metric)
+                if distributed:  # rank 0's score drives every decision, so all ranks stop at the same epoch
+                    score = distributed.broadcast(score)
+                improved = score > state["best_score"]
+                if improved:
+                    state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
+                    best_state = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
+                    if save_best and rank_zero:
+                        save_best(best_state)
+                else:
+                    state["bad_epochs"] += 1
             # ReduceLROnPlateau on the same validation score
             if score > state["plateau_best"]:
                 state["plateau_best"], state["plateau_bad"] = score, 0
@@ -482,7 +492,8 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
             if checkpoint and rank_zero:
                 checkpoint({"model": base_model.state_dict(), "optimizer": optimizer.state_dict(),
                             "progress": dict(state), "rng": torch.get_rng_state(), "best": best_state,
-                            **({"scaler": scaler.state_dict()} if scaler else {})})
+                            **({"scaler": scaler.state_dict()} if scaler else {}),
+                            **({"ema": ema.state()} if ema is not None else {})})
             emit(AfterEpoch(epoch, record, improved))
             if state["bad_epochs"] >= config.patience:
                 message = f"early stopping: no improvement for {config.patience} epochs"
@@ -492,7 +503,8 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
     except Diverged as err:
         status, message = "diverged", str(err)
     if best_state is None and status == "completed":
-        best_state = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
+        with ema.applied() if ema is not None else contextlib.nullcontext():
+            best_state = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
     emit(AfterFit(status, message, state["best_epoch"],
                   None if state["best_score"] == -math.inf else float(state["best_score"])))
     return FitResult(status, message, state["best_epoch"], best_state, history)
@@ -500,6 +512,48 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
 
 class _Cancelled(Exception):
     pass
+
+
+class WeightAverage:
+    """Exponential moving average of a model's floating-point weights (Polyak averaging).
+
+    ``update`` follows every optimizer step; inside ``applied()`` the model holds the averaged
+    weights (for validation and the checkpoint) and gets its live weights back on exit. The decay
+    ramps up as ``min(decay, (1 + step) / (10 + step))`` so early averages are not dominated by the
+    random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        # state_dict tensors share storage with the parameters and buffers: copying into them changes the model
+        self.live = [v for v in model.state_dict().values() if v.is_floating_point()]
+        self.average = [v.detach().clone() for v in self.live]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(self.average, self.live, 1.0 - decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        backup = [v.detach().clone() for v in self.live]
+        with torch.no_grad():
+            torch._foreach_copy_(self.live, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(self.live, backup)
+
+    def state(self) -> list[torch.Tensor]:
+        return [v.detach().cpu().clone() for v in self.average]
+
+    def load(self, tensors: list[torch.Tensor]) -> None:
+        if len(tensors) != len(self.average):
+            raise ValueError("the checkpoint's weight average does not match this model")
+        with torch.no_grad():
+            for target, source in zip(self.average, tensors):
+                target.copy_(source)
 
 
 def _predict(logits: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,7 @@ import json
 import logging
 import threading
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -205,18 +206,20 @@ def test_cancel_stops_within_one_batch_and_publishes_nothing(tmp_path):
         Predictor.load(run_dir)  # a cancelled run has no published model
 
 
-def test_resume_after_a_stop_gives_the_same_weights_and_history(tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_after_a_stop_gives_the_same_weights_and_history(tmp_path, ema_decay):
     data = write_keyword_csv(tmp_path / "t.csv", 200)
-    full = train_run(tiny_config(data, epochs=4), runs_dir=tmp_path, run_id="full", log=quiet)
+    config = partial(tiny_config, data, epochs=4, ema_decay=ema_decay)
+    full = train_run(config(), runs_dir=tmp_path, run_id="full", log=quiet)
     assert full.status == "completed" and len(full.history) == 4
 
     stop = threading.Event()
-    first = train_run(tiny_config(data, epochs=4), runs_dir=tmp_path, run_id="split", stop=stop, log=quiet,
+    first = train_run(config(), runs_dir=tmp_path, run_id="split", stop=stop, log=quiet,
                       callbacks=[stop_after(stop, epoch=2)])
     assert first.status == "cancelled" and len(first.history) == 2
     assert torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["progress"]["epoch"] == 2
 
-    resumed = train_run(tiny_config(data, epochs=4), runs_dir=tmp_path, run_id="split", resume=True, log=quiet)
+    resumed = train_run(config(), runs_dir=tmp_path, run_id="split", resume=True, log=quiet)
     assert resumed.status == "completed"
     assert strip_timing(resumed.history) == strip_timing(full.history)
     assert strip_timing(read_jsonl(tmp_path / "split" / "history.jsonl")) == strip_timing(full.history)

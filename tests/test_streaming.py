@@ -54,7 +54,8 @@ def quirky_csv(path: Path) -> Path:
 @pytest.mark.parametrize("text_cfg", [
     TextConfig(tokenizer="en", max_length=12, min_freq=2, max_vocab_size=20),
     TextConfig(tokenizer="whitespace", lowercase=False, max_length=5, truncate=False, sentence_breaks=True),
-], ids=["en-truncated-small-vocab", "whitespace-sentence-breaks-untruncated"])
+    TextConfig(tokenizer="en", max_length=9, truncation="head+tail"),
+], ids=["en-truncated-small-vocab", "whitespace-sentence-breaks-untruncated", "en-head-and-tail"])
 def test_streaming_gives_the_in_memory_vocabulary_ids_and_labels(tmp_path, text_cfg):
     path = quirky_csv(tmp_path / "reviews.csv")
     streamed = ingest([(str(path), None)], tmp_path / "data", text_cfg, valid_fraction=0.0, test_fraction=0.0,

@@ -18,7 +18,7 @@ from core.models import LSTMClassifier, ModelConfig, build_model
 from core.pipeline import Splits, train_run
 from core.predict import Predictor
 from core.text import SENT_END, SENT_END_ID, TextConfig, TextEncoder
-from core.training import AfterEpoch, TrainConfig, fgm_step, fit, task_loss
+from core.training import AfterEpoch, TrainConfig, WeightAverage, evaluate_tasks, fgm_step, fit, task_loss
 from helpers import tiny_config
 
 POSITIVE, NEGATIVE = ["great", "superb", "lovely"], ["awful", "dull", "poor"]
@@ -106,6 +106,51 @@ def test_fgm_runs_a_second_backward_pass_per_step():
     assert fgm_calls == 2 * fgm_steps
     # the optimizer step is the only thing that changes the weights, and it saw different gradients
     assert not torch.allclose(plain_weights, fgm_weights)
+
+
+# ---- weight averaging (EMA) ----------------------------------------------------------------------
+
+def test_weight_average_follows_the_decay_and_applied_restores_the_live_weights():
+    layer = torch.nn.Linear(3, 2)
+    start = {k: v.detach().clone() for k, v in layer.state_dict().items()}
+    average = WeightAverage(layer, decay=0.9)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    average.update(step=10_000)  # past the ramp: the full decay applies
+    expected = 0.9 * start["weight"] + 0.1 * (start["weight"] + 1.0)
+    with average.applied():
+        assert torch.allclose(layer.weight, expected)
+    assert torch.allclose(layer.weight, start["weight"] + 1.0), "the live weights must come back"
+    average.update(step=0)  # the ramp: decay min(0.9, 1/10) keeps 90% of the live weights
+    with average.applied():
+        assert torch.allclose(layer.weight, 0.1 * expected + 0.9 * (start["weight"] + 1.0))
+
+
+def test_ema_run_validates_and_keeps_the_averaged_weights():
+    table = make_table(64)
+    encoder = TextEncoder.fit(TextConfig(tokenizer="whitespace"), table.texts)
+    seqs = encoder.encode_many(table.texts)
+    y = np.array([[0 if label == "neg" else 1] for label in table.labels["label"]])
+    valid_seqs, valid_y = seqs[:16], y[:16]
+    torch.manual_seed(0)
+    model = LSTMClassifier(ModelConfig(vocab_size=len(encoder.vocab), embedding_dim=8, hidden_dim=8, dropout=0.0))
+    config = TrainConfig(epochs=3, batch_size=8, warmup_steps=0, lr=0.01, ema_decay=0.95, patience=10, seed=1)
+    result = fit(model, seqs, y, valid_seqs, valid_y, [["neg", "pos"]], config)
+    assert result.status == "completed"
+    live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    assert not torch.allclose(live["heads.0.weight"], result.best_state["heads.0.weight"]), \
+        "the saved weights must be the average, not the last step's"
+    # the figures in the history are those of the saved (averaged) weights
+    model.load_state_dict(result.best_state)
+    report = evaluate_tasks(model, valid_seqs, valid_y, [["neg", "pos"]], "cpu", config.label_smoothing)
+    best = result.history[result.best_epoch - 1]
+    assert report["loss"] == pytest.approx(best["valid_loss"], abs=1e-5)
+    assert report["accuracy"] == pytest.approx(best["valid_accuracy"])
+
+
+def test_ema_decay_outside_zero_to_one_is_a_clear_error():
+    with pytest.raises(ValueError, match="'ema_decay' parameter must be in \\[0, 1\\)"):
+        TrainConfig(ema_decay=1.0).validate()
 
 
 # ---- hierarchical -------------------------------------------------------------------------------

@@ -135,6 +135,28 @@ def test_max_length_truncates_and_reports_the_cut():
     assert encoder.encode_many(["a b c d", "e"]) == [encoder.vocab.encode(["a", "b", "c"]), encoder.vocab.encode(["e"])]
 
 
+@pytest.mark.parametrize("truncation, kept", [
+    ("head", ["a", "b", "c", "d"]),
+    ("tail", ["g", "h", "i", "j"]),
+    ("head+tail", ["a", "h", "i", "j"]),  # the first quarter and the last three quarters
+])
+def test_truncation_keeps_the_chosen_part_of_a_long_text(truncation, kept):
+    config = TextConfig(tokenizer="whitespace", max_length=4, truncation=truncation)
+    encoder = TextEncoder.fit(config, ["a b c d e f g h i j"])
+    enc = encoder.encode("a b c d e f g h i j")
+    assert enc.tokens == kept and enc.truncated == 6
+    assert encoder.encode("a b").tokens == ["a", "b"]  # short texts are untouched
+    # the choice travels with the saved encoder, so prediction keeps the same tokens
+    saved = encoder.to_json()
+    reloaded = TextEncoder(TextConfig(**saved["config"]), Vocabulary.from_json(saved))
+    assert reloaded.encode("a b c d e f g h i j").tokens == kept
+
+
+def test_unknown_truncation_is_a_clear_error():
+    with pytest.raises(ValueError, match="'truncation' parameter must be one of head, tail, head\\+tail"):
+        TextConfig(truncation="middle").validate()
+
+
 def test_empty_text_gives_one_unk():
     encoder = TextEncoder.fit(TextConfig(), ["some text"])
     for text in ["", "   ", "<br />", "\n\t"]:

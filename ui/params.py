@@ -13,13 +13,13 @@ from dataclasses import dataclass, fields
 from core.cli import TRAIN_FLAGS
 from core.models import POOLINGS
 from core.pipeline import DataConfig, RunConfig
-from core.text import TOKENIZERS
+from core.text import TOKENIZERS, TRUNCATIONS
 from core.training import AMP_MODES, DEVICES, OPTIMIZERS, SELECT_METRICS
 
 PRETRAINED_CHOICES = ("", "glove-6b-50d")  # "" = random initialisation
 CHOICES = {"tokenizer": TOKENIZERS, "pooling": POOLINGS, "optimizer": OPTIMIZERS,
            "select_metric": SELECT_METRICS, "amp": AMP_MODES, "device": DEVICES,
-           "pretrained_vectors": PRETRAINED_CHOICES}
+           "pretrained_vectors": PRETRAINED_CHOICES, "truncation": TRUNCATIONS}
 BASIC = ("epochs", "batch_size", "lr", "embedding_dim", "hidden_dim", "num_layers", "bidirectional",
          "dropout", "pooling", "max_length", "tokenizer", "pretrained_vectors")
 # set by the pipeline from the data, never by hand

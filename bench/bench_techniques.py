@@ -80,7 +80,11 @@ TECHNIQUES = [
     Technique("multitask", "Multi-task: coarse + fine question type (TREC; vs coarse only)", "helps",
               {"data.label_col": "label,fine_label"}, {}, None, dataset="trec"),
     Technique("hierarchical", "Hierarchical LSTM: words -> sentences -> document (IMDB subset; vs flat)", "helps",
-              {"model.hierarchical": True}, {}, None, dataset="imdb-subset"),
+              {"model.hierarchical": True}, {}, None, small=False, dataset="imdb-subset"),
+    Technique("ema", "Weight averaging, EMA decay 0.99 (vs the last step's weights)", "not in the guide",
+              {"train.ema_decay": 0.99}, {}, None),
+    Technique("head_tail", "Keep head+tail of long reviews (IMDB sample; vs the first 400 tokens)", "not in the guide",
+              {"text.truncation": "head+tail"}, {}, None, small=False, dataset="imdb-subset"),
 ]
 
 IMDB_SUBSET = (5000, 1000, 5000)  # train, valid (both from IMDB train) and test (from IMDB test) documents
@@ -182,6 +186,9 @@ def run_one(cfg: RunConfig, splits: Splits, cache: dict, dataset: str = "sst2") 
               "seconds": round(seconds, 1), "seed": cfg.train.seed}
     cache[key] = record
     CACHE.parent.mkdir(parents=True, exist_ok=True)
+    # another invocation may have added results meanwhile: keep them
+    on_disk = json.loads(CACHE.read_text()) if CACHE.is_file() else {}
+    cache.update({k: v for k, v in on_disk.items() if k not in cache})
     CACHE.write_text(json.dumps(cache, indent=1))
     return record
 

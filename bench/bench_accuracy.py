@@ -137,7 +137,7 @@ SST-2's phrase-level labels, or a pre-trained language model) and the CPU budget
 close to an hour here. A GPU run to try against the IMDB target (not run here: no GPU was lent to
 this work) keeps the recipe and reads more of each review with a larger model:
 `python -m core train --train ../shared/data/imdb/train.csv.gz --test ../shared/data/imdb/test.csv.gz
---valid-fraction 0.1 --test-fraction 0 --max-length 1000 --truncation head+tail --hidden-dim 256
+--valid-fraction 0.1 --test-fraction 0 --max-length 1000 --hidden-dim 256
 --num-layers 2 --fgm-epsilon 1.0 --pretrained-vectors glove-6b-50d --epochs 15 --patience 3
 --device cuda --amp`, or with 300d GloVe vectors by path (`--pretrained-vectors glove.6B.300d.txt`).
 """

@@ -84,7 +84,7 @@ TECHNIQUES = [
     Technique("ema", "Weight averaging, EMA decay 0.99 (vs the last step's weights)", "not in the guide",
               {"train.ema_decay": 0.99}, {}, None),
     Technique("head_tail", "Keep head+tail of long reviews (IMDB sample; vs the first 400 tokens)", "not in the guide",
-              {"text.truncation": "head+tail"}, {}, None, small=False, dataset="imdb-subset"),
+              {"text.truncation": "head+tail"}, {}, None, dataset="imdb-subset"),
 ]
 
 IMDB_SUBSET = (5000, 1000, 5000)  # train, valid (both from IMDB train) and test (from IMDB test) documents
@@ -121,8 +121,17 @@ def apply(cfg: RunConfig, overrides: dict, seed: int) -> RunConfig:
     return cfg
 
 
+# options added after results were first cached: left out of the key while at their default, so a
+# new option does not invalidate every cached result
+LATER_FIELDS = {("text", "truncation"): "head", ("train", "ema_decay"): 0.0}
+
+
 def config_key(cfg: RunConfig, dataset: str = "sst2") -> str:
-    key = hashlib.sha1(json.dumps(cfg.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    settings = cfg.to_dict()
+    for (section, name), default in LATER_FIELDS.items():
+        if settings[section].get(name) == default:
+            del settings[section][name]
+    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     return key if dataset == "sst2" else f"{dataset}:{key}"
 
 
@@ -211,11 +220,12 @@ def verdict(t: Technique, deltas: list[float]) -> str:
                 else f"not confirmed: accuracy moved {mean:+.2f} points")
     if not clear:
         effect = f"no clear effect ({mean:+.2f} points, noise ±{noise:.2f})"
-        return f"not confirmed here: {effect}" + ("" if len(deltas) > 1 else ", one seed")
+        prefix = "" if t.claim == "not in the guide" else "not confirmed here: "
+        return f"{prefix}{effect}" + ("" if len(deltas) > 1 else ", one seed")
     if mean < 0:
         return f"not confirmed: it hurts by {-mean:.2f} points here"
     if t.claimed is None:
-        return f"confirmed: +{mean:.2f} points"
+        return f"{'helps' if t.claim == 'not in the guide' else 'confirmed'}: +{mean:.2f} points"
     low, high = t.claimed
     if mean >= low:
         return f"confirmed: +{mean:.2f} points" + (" (more than claimed)" if mean > high + noise else "")

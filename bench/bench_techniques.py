@@ -284,7 +284,10 @@ def other_datasets(sizes: dict[str, str]) -> list[str]:
         lines.append(f"Hierarchical row: a seeded, class-balanced IMDB sample ({sizes['imdb-subset']}; train and dev "
                      "from IMDB train, test from IMDB test), max_length 400 tokens, min_freq 2, otherwise the "
                      "baseline; with = `--hierarchical` (spaCy sentencizer, word BiLSTM per sentence, sentence "
-                     "BiLSTM, attention over sentences), without = the flat BiLSTM over the same 400 tokens.")
+                     "BiLSTM, attention over sentences), without = the flat BiLSTM over the same 400 tokens. Its cost on "
+                     "a CPU is in the train s column: the word LSTM reads many short, unevenly padded sentence "
+                     "batches through packed sequences, so one hierarchical seed takes over an hour here and it "
+                     "was run with one seed. The head+tail row uses the same sample.")
     return lines
 
 

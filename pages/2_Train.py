@@ -7,10 +7,11 @@ import streamlit as st
 from core.data import DataError
 from ui import charts, search_view
 from ui.format import duration, md, one_line
+from ui.job_view import choose_job, stop_and_follow
 from ui.params import Param, cli_args, cli_command, params, torchrun_command
 from ui.resources import registry, runs_dir
 from ui.state import CURRENT_JOB, FINISHED_SEEN, PREPARED, owner_id, remember, remembered, stored
-from ui.training import POLL_SECONDS, run_config, running_job, session_jobs, start_training
+from ui.training import run_config, running_job, session_jobs, start_training
 
 
 owner = owner_id()
@@ -158,20 +159,9 @@ if not jobs:
 
 st.divider()
 st.subheader("Progress")
-ids = [j.job_id for j in jobs]
-current = st.session_state.get(CURRENT_JOB)
-if current not in ids:
-    current = ids[0]
-if len(ids) > 1:
-    current = st.selectbox("Run", ids, index=ids.index(current), key="train.job_select")
-st.session_state[CURRENT_JOB] = current
-job = registry().get(current, owner)
-snap = job.snapshot()
-if not snap.done:
-    if st.button("Stop", key="train.stop", help="Cancel after the current batch."):
-        job.stop()
-        st.toast("Stopping after the current batch...")
-st.fragment(run_every=None if snap.done else POLL_SECONDS)(render_job)(current)
+current = choose_job([j.job_id for j in jobs], CURRENT_JOB, "Run", "train.job_select")
+stop_and_follow(registry().get(current, owner), "Stop", "train.stop", "Cancel after the current batch.",
+                "Stopping after the current batch...", render_job, current)
 
 st.subheader("Runs started in this browser session")
 rows = []

@@ -14,11 +14,11 @@ from core.search import SearchJob, grid_trials, parse_space, random_trials
 from ui import params
 from ui.data import PreparedData, make_splits
 from ui.format import md, one_line
+from ui.job_view import choose_job, stop_and_follow
 from ui.resources import runs_dir, search_dir, search_registry
 from ui.state import remember, remembered, stored
 from ui.training import run_config, running_job
 
-POLL_SECONDS = 1.0
 CURRENT_SEARCH = "current_search_id"
 FINISHED_SEEN = "finished_searches_seen"  # search ids whose end already triggered a full rerun
 MODES = ("Grid", "Random")
@@ -155,17 +155,7 @@ def render_controls(owner: str, prepared: PreparedData) -> None:
 
 
 def render_progress(owner: str, searches: list[SearchJob]) -> None:
-    ids = [j.search_id for j in searches]
-    current = st.session_state.get(CURRENT_SEARCH)
-    if current not in ids:
-        current = ids[0]
-    if len(ids) > 1:
-        current = st.selectbox("Search", ids, index=ids.index(current), key="search.select")
-    st.session_state[CURRENT_SEARCH] = current
-    job = search_registry().get(current, owner)
-    snap = job.snapshot()
-    if not snap.done:
-        if st.button("Stop search", key="search.stop", help="Cancel the running trial and skip the rest."):
-            job.stop()
-            st.toast("Stopping the search after the current batch...")
-    st.fragment(run_every=None if snap.done else POLL_SECONDS)(render_search)(owner, current)
+    current = choose_job([j.search_id for j in searches], CURRENT_SEARCH, "Search", "search.select")
+    stop_and_follow(search_registry().get(current, owner), "Stop search", "search.stop",
+                    "Cancel the running trial and skip the rest.", "Stopping the search after the current batch...",
+                    render_search, owner, current)

@@ -92,7 +92,7 @@ def tfidf_anchor(cfg: RunConfig) -> tuple[float, float]:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    splits = load_splits(cfg.data, cfg.train.seed, log=lambda _: None)
+    splits = load_splits(cfg.data, cfg.data.seed_for_split(cfg.train.seed), log=lambda _: None)
     start = time.perf_counter()
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     x_train = vectorizer.fit_transform(splits.train.texts)

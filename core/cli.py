@@ -69,6 +69,8 @@ TRAIN_FLAGS = [
     ("--ema-decay", "train", "ema_decay", "average the weights over steps, e.g. 0.99 (0 = off); the average is validated and saved"),
     ("--dropout-schedule", "train", "dropout_schedule", "START:END dropout over epochs, e.g. 0.3:0.5"),
     ("--task-weights", "train", "task_weights", "loss weights per label column, e.g. 1,0.5"),
+    ("--ensemble", "train", "ensemble", "train N models (seeds --seed, --seed+1, ...) on one split and save an "
+     "ensemble run that averages their probabilities (1 = one model)"),
 ]
 
 
@@ -108,7 +110,8 @@ def config_from_args(args: argparse.Namespace):
     d = cfg.data
     for attr, value in (("train", args.train), ("valid", args.valid), ("test", args.test),
                         ("dataset", args.dataset), ("text_col", args.text_col), ("label_col", args.label_col),
-                        ("valid_fraction", args.valid_fraction), ("test_fraction", args.test_fraction)):
+                        ("valid_fraction", args.valid_fraction), ("test_fraction", args.test_fraction),
+                        ("split_seed", args.split_seed)):
         if value is not None:
             setattr(d, attr, value)
     for flag, value in (("--train", d.train), ("--valid", d.valid), ("--test", d.test)):
@@ -133,6 +136,14 @@ def cmd_train(args) -> int:
     if args.distributed_env:
         from core.distributed import from_environment
         distributed = from_environment(cfg.train.device)
+    if cfg.train.ensemble > 1:
+        if args.stream or args.resume or distributed is not None:
+            raise UserError("--ensemble trains several ordinary runs one after another: it cannot be combined "
+                            "with --stream, --resume or torchrun.")
+        from core.ensemble import train_ensemble
+        result = train_ensemble(cfg, runs_dir=args.out, run_id=args.run_id, log=lambda line: print(line, flush=True))
+        print(result.run_dir)
+        return 0 if result.status in ("completed", "cancelled") else 1
     if args.stream:
         if args.resume:
             raise UserError("--resume is not available with --stream: start a new run.")
@@ -148,6 +159,17 @@ def cmd_train(args) -> int:
             return 0
     print(result.run_dir)
     return 0 if result.status in ("completed", "cancelled") else 1
+
+
+def cmd_ensemble(args) -> int:
+    from core.ensemble import combine_runs
+    for run in args.runs:
+        if not Path(run).is_dir():
+            raise UserError(f"--runs {run}: run directory not found. `python -m core runs` lists the runs.")
+    result = combine_runs(args.runs, runs_dir=args.out, run_id=args.run_id, test=args.test,
+                          log=lambda line: print(line, flush=True))
+    print(result.run_dir)
+    return 0
 
 
 def _load_predictor(args):
@@ -310,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="label column; several comma-separated columns train one head each (default: 'label')")
     train.add_argument("--valid-fraction", type=float, default=None, help="share of --train used for validation (default: 0.1)")
     train.add_argument("--test-fraction", type=float, default=None, help="share of --train used for testing (default: 0.1)")
+    train.add_argument("--split-seed", type=int, default=None,
+                       help="seed of the carved split; -1 = --seed (default: -1). Fix it to train several seeds "
+                            "on one split, e.g. ensemble members")
     train.add_argument("--config", help="JSON config file with sections data, text, model, train; flags override it")
     train.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder that holds run directories (default: %(default)s)")
     train.add_argument("--run-id", default=None, help="name of the run directory (default: generated)")
@@ -342,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from core.search import add_search_parser
     add_search_parser(sub)
+
+    ensemble = sub.add_parser("ensemble", help="combine finished runs into one run that averages their probabilities")
+    ensemble.add_argument("--runs", nargs="+", required=True, metavar="DIR",
+                          help="two or more run directories with the same tokenizer settings and labels")
+    ensemble.add_argument("--test", default=None,
+                          help="labelled file to evaluate on (default: the members' test.csv when they share it)")
+    ensemble.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder for the new run (default: %(default)s)")
+    ensemble.add_argument("--run-id", default=None, help="name of the new run directory (default: generated)")
+    ensemble.set_defaults(func=cmd_ensemble)
 
     runs = sub.add_parser("runs", help="list saved runs")
     runs.add_argument("--dir", default=str(DEFAULT_RUNS_DIR))

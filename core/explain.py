@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from core.models import LSTMClassifier, logits_to_probs
+from core.models import EnsembleClassifier, LSTMClassifier, logits_to_probs
 from core.text import PAD_ID, UNK_ID
 
 METHODS = ("ig", "attention", "occlusion")
@@ -106,7 +106,7 @@ class Explainer:
     """
 
     def __init__(self, predictor, task: int = 0):
-        if not hasattr(predictor, "model") or not isinstance(predictor.model, LSTMClassifier):
+        if not hasattr(predictor, "model") or not isinstance(predictor.model, (LSTMClassifier, EnsembleClassifier)):
             raise ValueError("Explanations need the PyTorch model of a run (Predictor.load(run_dir)); "
                              "exported ONNX models and bundles cannot be explained.")
         if not 0 <= task < len(predictor.labels):

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from core.models import LSTMClassifier, ModelConfig, build_model
+from core.models import EnsembleClassifier, EnsembleConfig, LSTMClassifier, ModelConfig, build_model, model_config_from_dict
 from core.predict import Prediction, Predictor
 from core.runs import atomic_save, atomic_write_bytes, atomic_write_json
 from core.text import PAD_ID, TextConfig, TextEncoder, Vocabulary
@@ -173,9 +173,9 @@ def _check_labels(labels: dict, model_cfg: ModelConfig) -> tuple[list[str], list
     return columns, sets
 
 
-def _model_config(raw: dict) -> ModelConfig:
+def _model_config(raw: dict) -> ModelConfig | EnsembleConfig:
     try:
-        return ModelConfig.from_dict(raw).validate()
+        return model_config_from_dict(raw).validate()
     except (TypeError, ValueError) as err:
         raise ExportError(f"The model configuration is malformed ({err}).") from None
 
@@ -220,10 +220,16 @@ def _quantize_dynamic(model: nn.Module) -> nn.Module:
         return quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
 
 
+def _classifiers(model: nn.Module) -> list[nn.Module]:
+    """The classifiers that own an embedding table: the model itself, or an ensemble's members."""
+    return list(model.members) if isinstance(model, EnsembleClassifier) else [model]
+
+
 def quantize_model(model: LSTMClassifier) -> LSTMClassifier:
     """A copy of ``model`` with int8 embedding rows and dynamically quantised LSTM and Linear layers."""
     model = copy.deepcopy(model).cpu().eval()
-    model.embedding = Int8Embedding.from_float(model.embedding)
+    for classifier in _classifiers(model):
+        classifier.embedding = Int8Embedding.from_float(classifier.embedding)
     return _quantize_dynamic(model)
 
 
@@ -294,7 +300,9 @@ def int8_tensors(qmodel: LSTMClassifier) -> dict[str, torch.Tensor]:
 def int8_model_from_tensors(model_cfg: ModelConfig, tensors: dict[str, torch.Tensor]) -> LSTMClassifier:
     """Rebuild the quantised model from :func:`int8_tensors` output; the stored int8 values are used as is."""
     model = build_model(model_cfg).eval()
-    model.embedding = Int8Embedding(model_cfg.vocab_size, model_cfg.embedding_dim, model_cfg.padding_idx)
+    for classifier in _classifiers(model):
+        c = classifier.config
+        classifier.embedding = Int8Embedding(c.vocab_size, c.embedding_dim, c.padding_idx)
     model = _quantize_dynamic(model)  # the structure; every weight is replaced below
     used: set[str] = set()
     try:
@@ -481,6 +489,19 @@ class OnnxExportModule(nn.Module):
         return tuple(head(pooled) for head in m.heads)
 
 
+class OnnxEnsembleModule(nn.Module):
+    """An ensemble's inference path: each member's length-aware graph, probabilities averaged."""
+
+    def __init__(self, model: EnsembleClassifier):
+        super().__init__()
+        self.ensemble = model.eval()
+        self.parts = nn.ModuleList(OnnxExportModule(member) for member in model.members)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        tasks, _ = self.ensemble.combine([(list(part(ids, lengths)), None) for part in self.parts])
+        return tuple(tasks)
+
+
 def onnx_exportable(model) -> bool:
     """Hierarchical and chunked models read text in ways the exported LSTM graph does not."""
     return not (getattr(model.config, "hierarchical", False) or getattr(model.config, "chunk_length", 0))
@@ -490,13 +511,14 @@ def onnx_model_bytes(predictor: Predictor, opset: int = ONNX_OPSET) -> bytes:
     """The fp32 classifier as a serialised ONNX graph: inputs ``ids`` (B, T) and ``lengths`` (B,),
     outputs ``logits_<k>`` (B, classes) per task."""
     model = predictor.model
-    if not isinstance(model, LSTMClassifier) or not all(isinstance(l, nn.LSTM) for l in model.lstms):
+    if not all(isinstance(c, LSTMClassifier) and all(isinstance(l, nn.LSTM) for l in c.lstms)
+               for c in _classifiers(model)):
         raise ExportError("ONNX export needs the fp32 model (export the run, not its int8 version).")
     if not onnx_exportable(model):
         raise ExportError("ONNX export supports the plain LSTM only, not hierarchical or chunked models; "
                           "export this run as a bundle or int8 instead.")
     outputs = _onnx_outputs(predictor)
-    wrapper = OnnxExportModule(model).eval()
+    wrapper = (OnnxEnsembleModule(model) if isinstance(model, EnsembleClassifier) else OnnxExportModule(model)).eval()
     ids = torch.tensor([[2, 3, 4, 5], [6, 7, 0, 0]])
     ids = ids.clamp(max=model.config.vocab_size - 1)
     lengths = torch.tensor([4, 2])
@@ -532,18 +554,28 @@ def export_onnx(predictor: Predictor, out_path: str | Path, opset: int = ONNX_OP
 
 
 EMBEDDING_INITIALIZER = "model.embedding.weight"  # the embedding table's name in the exported graph
+# an ensemble's graph holds one table per member: ensemble.members.<i>.embedding.weight
 
 
 def _quantize_embedding_rows(proto) -> None:
-    """Replace the embedding ``Gather`` on a float table with int8 rows and one scale per row:
+    """Replace each embedding ``Gather`` on a float table with int8 rows and one scale per row:
     ``Gather(int8 rows, ids) -> Cast -> Mul(Gather(row scales, ids))``, the same arithmetic as
     :class:`Int8Embedding`. Edits ``proto`` in place."""
+    names = [t.name for t in proto.graph.initializer
+             if t.name == EMBEDDING_INITIALIZER or t.name.endswith(".embedding.weight")]
+    if not names:
+        raise ExportError("The ONNX graph has no embedding lookup to quantise; export the fp32 run again.")
+    for position, name in enumerate(names):
+        _quantize_embedding_table(proto, name, "" if len(names) == 1 else f"_{position}")
+
+
+def _quantize_embedding_table(proto, table_name: str, suffix: str) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = proto.graph
-    table = next((t for t in graph.initializer if t.name == EMBEDDING_INITIALIZER), None)
-    users = [n for n in graph.node if EMBEDDING_INITIALIZER in n.input]
-    if table is None or len(users) != 1 or users[0].op_type != "Gather" or list(users[0].input)[0] != table.name:
+    table = next(t for t in graph.initializer if t.name == table_name)
+    users = [n for n in graph.node if table_name in n.input]
+    if len(users) != 1 or users[0].op_type != "Gather" or list(users[0].input)[0] != table.name:
         raise ExportError("The ONNX graph has no single embedding lookup to quantise; export the fp32 run again.")
     gather = users[0]
     weight = numpy_helper.to_array(table).astype(np.float32)  # (V, E)
@@ -552,10 +584,12 @@ def _quantize_embedding_rows(proto) -> None:
     rows = np.clip(np.round(weight / scale[:, None]), -127, 127).astype(np.int8)
     ids, out, name = gather.input[1], gather.output[0], table.name
     new_nodes = [
-        helper.make_node("Gather", [f"{name}_int8", ids], [f"{out}_int8"], name="embedding_rows_int8", axis=0),
-        helper.make_node("Cast", [f"{out}_int8"], [f"{out}_rows"], name="embedding_rows_float", to=TensorProto.FLOAT),
-        helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_scale"], name="embedding_row_scales", axis=0),
-        helper.make_node("Mul", [f"{out}_rows", f"{out}_scale"], [out], name="embedding_dequantize"),  # (B, T, E)
+        helper.make_node("Gather", [f"{name}_int8", ids], [f"{out}_int8"], name=f"embedding_rows_int8{suffix}", axis=0),
+        helper.make_node("Cast", [f"{out}_int8"], [f"{out}_rows"], name=f"embedding_rows_float{suffix}",
+                         to=TensorProto.FLOAT),
+        helper.make_node("Gather", [f"{name}_scale", ids], [f"{out}_scale"], name=f"embedding_row_scales{suffix}",
+                         axis=0),
+        helper.make_node("Mul", [f"{out}_rows", f"{out}_scale"], [out], name=f"embedding_dequantize{suffix}"),
     ]
     at = list(graph.node).index(gather)
     graph.node.remove(gather)
@@ -1077,7 +1111,7 @@ def parity_report(fp32: Predictor, texts: Sequence[str], gold: Sequence[str], *,
             formats[name]["p50_ms_batch_32"] = latency["batch_32"][name]
 
     c = fp32.model.config
-    description = (f"embedding {c.vocab_size} x {c.embedding_dim}, {c.num_layers} x "
+    description = c.describe() if isinstance(c, EnsembleConfig) else (f"embedding {c.vocab_size} x {c.embedding_dim}, {c.num_layers} x "
                    f"{'bidirectional ' if c.bidirectional else ''}LSTM {c.hidden_dim}, {c.pooling} pooling")
     report = {"n_test": len(texts), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "latency_examples": n, "model": {"description": description}, "formats": formats}

@@ -240,7 +240,131 @@ class LSTMClassifier(nn.Module):
         return self.forward_embedded(self.embed(ids), lengths)
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def probs_to_logits(probs: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, C) probabilities -> logits that ``logits_to_probs`` maps back to them: log p for C
+    outputs, the log-odds of the second class for one output (``width == 1``)."""
+    probs = probs.float().clamp(1e-7, 1 - 1e-7)
+    if width == 1:
+        return (torch.log(probs[:, 1]) - torch.log(probs[:, 0])).unsqueeze(-1)  # (B, 1)
+    return torch.log(probs)  # (B, C)
+
+
+@dataclass
+class EnsembleConfig:
+    """Several trained classifiers that read the same tokens (one vocabulary) and share labels.
+
+    Each member keeps its own architecture; the ensemble averages their class probabilities."""
+    members: list[ModelConfig]
+
+    def validate(self) -> "EnsembleConfig":
+        if len(self.members) < 2:
+            raise ValueError(f"An ensemble needs at least 2 members. Got {len(self.members)}.")
+        for member in self.members:
+            member.validate()
+        for name in ("vocab_size", "num_classes", "padding_idx"):
+            values = [getattr(m, name) for m in self.members]
+            if any(v != values[0] for v in values):
+                raise ValueError(f"Ensemble members must share '{name}'. Got {values}.")
+        return self
+
+    # what the rest of the product reads off a model config
+    vocab_size = property(lambda self: self.members[0].vocab_size)
+    num_classes = property(lambda self: self.members[0].num_classes)
+    padding_idx = property(lambda self: self.members[0].padding_idx)
+    embedding_dim = property(lambda self: sum(m.embedding_dim for m in self.members))
+    hierarchical = property(lambda self: any(m.hierarchical for m in self.members))
+    chunk_length = property(lambda self: max(m.chunk_length for m in self.members))
+
+    @property
+    def pooling(self) -> str:
+        poolings = sorted({m.pooling for m in self.members})
+        return poolings[0] if len(poolings) == 1 else "mixed (" + ", ".join(poolings) + ")"
+
+    def describe(self) -> str:
+        return f"ensemble of {len(self.members)}: " + "; ".join(
+            f"{m.num_layers} x {'Bi' if m.bidirectional else ''}LSTM {m.hidden_dim}, {m.pooling}" for m in self.members)
+
+    def to_dict(self) -> dict:
+        return {"ensemble": [m.to_dict() for m in self.members], "vocab_size": self.vocab_size,
+                "num_classes": list(self.num_classes), "embedding_dim": self.embedding_dim, "pooling": self.pooling}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EnsembleConfig":
+        members = data.get("ensemble")
+        if not isinstance(members, list) or not all(isinstance(m, dict) for m in members):
+            raise ValueError("An ensemble config must list its members' model configs under 'ensemble'.")
+        return cls([ModelConfig.from_dict(m) for m in members])
+
+
+def model_config_from_dict(data: dict) -> "ModelConfig | EnsembleConfig":
+    """The ``model`` section of config.json: one classifier, or an ensemble (key ``ensemble``)."""
+    if not isinstance(data, dict):
+        raise ValueError("The model config must be a JSON object.")
+    return EnsembleConfig.from_dict(data) if "ensemble" in data else ModelConfig.from_dict(data)
+
+
+class MemberEmbeddings(nn.Module):
+    """The ensemble's embedding layer: every member's embedding of the same ids, side by side.
+
+    It owns no weights (they stay in each member), so Captum can attribute to one layer while each
+    member reads its own slice. The owner is held outside the module tree to avoid a cycle."""
+
+    def __init__(self, owner: "EnsembleClassifier"):
+        super().__init__()
+        object.__setattr__(self, "_owner", owner)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.embed(ids) for m in self._owner.members], dim=-1)  # (B, T, sum of widths)
+
+
+class EnsembleClassifier(nn.Module):
+    """Averages the class probabilities of several classifiers; same inputs and outputs as one.
+
+    The logits it returns are ``probs_to_logits`` of the averaged probabilities, so everything
+    that turns logits into probabilities (prediction, metrics, explanations) reads the average. The
+    attention weights are the members' mean when every member pools with attention."""
+
+    def __init__(self, config: EnsembleConfig):
+        super().__init__()
+        self.config = config.validate()
+        self.members = nn.ModuleList(build_model(c) for c in config.members)
+        self.embedding = MemberEmbeddings(self)
+        # a hierarchical member's embed() adds one channel that marks sentence ends
+        widths = [c.embedding_dim + (1 if c.hierarchical else 0) for c in config.members]
+        ends = torch.tensor(widths).cumsum(0).tolist()
+        self.slices = list(zip([0] + ends[:-1], ends))
+
+    @property
+    def heads(self) -> nn.ModuleList:
+        return self.members[0].heads  # one head per task, as in every member
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+    def combine(self, outputs: list[tuple[list[torch.Tensor], torch.Tensor | None]]
+                ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        tasks = []
+        for k, head in enumerate(self.heads):
+            mean = torch.stack([logits_to_probs(logits[k]) for logits, _ in outputs]).mean(0)  # (B, C)
+            tasks.append(probs_to_logits(mean, head.out_features))
+        weights = [w for _, w in outputs]
+        attention = torch.stack(weights).mean(0) if all(w is not None for w in weights) else None
+        return tasks, attention
+
+    def forward_embedded(self, embedded: torch.Tensor, lengths: torch.Tensor,
+                         ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        return self.combine([member.forward_embedded(embedded[..., start:end], lengths)
+                             for member, (start, end) in zip(self.members, self.slices)])
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """ids (B, T), lengths (B,) -> ([logits (B, 1 or C) per task], mean attention (B, T) or None)."""
+        assert ids.dim() == 2, f"ids must be (batch, time), got shape {tuple(ids.shape)}"
+        return self.forward_embedded(self.embed(ids), lengths)
+
+
+def build_model(config: "ModelConfig | EnsembleConfig") -> nn.Module:
+    if isinstance(config, EnsembleConfig):
+        return EnsembleClassifier(config)
     if config.hierarchical:
         from core.hierarchical import HierarchicalClassifier
         return HierarchicalClassifier(config)

@@ -38,10 +38,16 @@ class DataConfig:
     label_col: str = "label"  # several columns, comma-separated, train one head each
     valid_fraction: float = 0.1
     test_fraction: float = 0.1
+    # seed of the carved train/valid/test split; -1 = the training seed. Fix it to train several
+    # seeds on one split (and one vocabulary), e.g. the members of an ensemble.
+    split_seed: int = -1
 
     @property
     def label_cols(self) -> list[str]:
         return [c.strip() for c in self.label_col.split(",") if c.strip()]
+
+    def seed_for_split(self, train_seed: int) -> int:
+        return train_seed if self.split_seed is None or self.split_seed < 0 else self.split_seed
 
 
 @dataclass
@@ -213,7 +219,7 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
     if resume:
         cfg = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8"))["run"])
     if splits is None:
-        splits = load_splits(cfg.data, cfg.train.seed, log)
+        splits = load_splits(cfg.data, cfg.data.seed_for_split(cfg.train.seed), log)
     label_sets = label_sets_for(splits.train)
     cfg.model.validate()
     cfg.text = text_config_for(cfg.text, cfg.model)

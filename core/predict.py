@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from core.data import TextTable
-from core.models import LSTMClassifier, ModelConfig, build_model
+from core.models import LSTMClassifier, build_model, model_config_from_dict
 from core.runs import RunError
 from core.text import TextConfig, TextEncoder, Vocabulary
 from core.training import predict_probs
@@ -55,7 +55,7 @@ class Predictor:
                    metadata: dict | None = None) -> "Predictor":
         """Build from the JSON parts of a run or bundle and a state dict (already safely loaded)."""
         try:
-            model_cfg = ModelConfig.from_dict(config["model"])
+            model_cfg = model_config_from_dict(config["model"])
             text_cfg = TextConfig(**{k: v for k, v in vocab.get("tokenizer", {}).items()
                                      if k in TextConfig.__dataclass_fields__})
             vocabulary = Vocabulary.from_json(vocab)

@@ -256,7 +256,7 @@ def run_search(base, trials: Sequence[dict], *, search_id: str | None = None,
     folder = Path(search_dir) / search_id
     configs = [apply_params(base, params) for params in trials]  # every trial is validated up front
     if splits is None:
-        splits = load_splits(base.data, base.train.seed, log)
+        splits = load_splits(base.data, base.data.seed_for_split(base.train.seed), log)
     results = [TrialResult(i, dict(params), f"{search_id}-t{i:02d}", str(Path(runs_dir) / f"{search_id}-t{i:02d}"),
                            "queued") for i, params in enumerate(trials, 1)]
     started = time.time()

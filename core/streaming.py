@@ -354,7 +354,7 @@ def train_streaming(cfg, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str
                               label_cols=data_cfg.label_cols,
                               valid_fraction=0.0 if data_cfg.valid else data_cfg.valid_fraction,
                               test_fraction=0.0 if data_cfg.test else data_cfg.test_fraction,
-                              seed=cfg.train.seed, chunk_rows=chunk_rows, test_csv=run_dir / "test.csv",
+                              seed=cfg.data.seed_for_split(cfg.train.seed), chunk_rows=chunk_rows, test_csv=run_dir / "test.csv",
                               log=log)
         except (DataError, ValueError) as err:
             failure = str(err)

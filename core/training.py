@@ -53,10 +53,13 @@ class TrainConfig:
     dropout_schedule: str = ""  # "START:END", e.g. "0.3:0.5": dropout moves linearly over epochs
     task_weights: str = ""  # multi-task loss weights, "1,0.5" (one per label column)
     pool_batches: int = 100  # the bucket sampler sorts lengths inside pools of this many batches
+    # > 1: train this many models (seeds seed, seed+1, ...) on one split and save an ensemble run that
+    # averages their probabilities (core/ensemble.py); each member is an ordinary run
+    ensemble: int = 1
 
     def validate(self) -> "TrainConfig":
         ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "plateau_patience": 0, "patience": 1,
-                "pool_batches": 1}
+                "pool_batches": 1, "ensemble": 1}
         for name, low in ints.items():
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:

@@ -33,14 +33,24 @@ task = 0
 if len(tasks) > 1:
     task = st.selectbox("Label column", range(len(tasks)), format_func=lambda i: tasks[i], key="eval.task")
 split = "test" if run.metrics.get("test") else "valid"
+members = evaluation.ensemble_members(run)
+if not run.metrics.get(split):
+    st.info("This ensemble has no evaluation: its members held different test splits. Evaluate it with "
+            "`python -m core evaluate --run RUN --data FILE`, or combine runs trained on one split.")
+    st.stop()
 report = run.metrics[split]["tasks"][str(task)]
 labels = report["labels"]
 
 st.subheader("Metrics")
 st.dataframe(evaluation.metrics_table(run, task), hide_index=True)
-st.caption(f"Best epoch {run.metrics.get('best_epoch')} of {run.metrics.get('epochs_run')} "
-           f"(chosen by validation {run.metrics.get('select_metric')}); training took "
-           f"{run.metrics.get('train_seconds')} s.")
+if members is not None:
+    st.caption(f"An ensemble of {len(members)} runs: its probabilities are the mean of theirs. "
+               f"Each member on the same test split:")
+    st.dataframe(members, hide_index=True)
+else:
+    st.caption(f"Best epoch {run.metrics.get('best_epoch')} of {run.metrics.get('epochs_run')} "
+               f"(chosen by validation {run.metrics.get('select_metric')}); training took "
+               f"{run.metrics.get('train_seconds')} s.")
 
 left, right = st.columns(2)
 with left:

@@ -319,3 +319,27 @@ def test_predict_page_without_any_model_says_what_to_do(runs_dir):
     at = AppTest.from_file(PREDICT, default_timeout=60).run()
     assert not at.exception
     assert "No model yet" in texts(at, "info")[0]
+
+
+def test_train_page_trains_an_ensemble_that_the_evaluate_page_explains(runs_dir):
+    at = train_page(prepared_data(keyword_csv(200)))
+    for key, value in (("hp.train.epochs", 3), ("hp.model.hidden_dim", 8), ("hp.model.embedding_dim", 8),
+                       ("hp.train.warmup_steps", 0), ("hp.train.ensemble", 2)):
+        at.number_input(key=key).set_value(value)
+    at.selectbox(key="hp.text.tokenizer").set_value("whitespace")
+    at.button(key="train.start").click().run()
+    assert not at.exception and not at.error
+    poll(at, lambda a: "Status: completed" in statuses(a))
+    job_id = at.session_state["current_job_id"]
+    assert "--ensemble 2" in next(c.value for c in at.code if c.value.startswith("python -m core train"))
+    assert sorted(p.name for p in runs_dir.iterdir()) == [job_id, f"{job_id}-m1", f"{job_id}-m2"]
+
+    evaluate = AppTest.from_file(EVALUATE, default_timeout=60)
+    evaluate.session_state["owner_id"] = at.session_state["owner_id"]
+    evaluate.query_params["owner"] = at.session_state["owner_id"]
+    evaluate.run()
+    evaluate.selectbox(key="eval.run").set_value(str(runs_dir / job_id)).run()
+    assert not evaluate.exception and not evaluate.error
+    assert any("An ensemble of 2 runs" in t for t in texts(evaluate, "caption"))
+    members = evaluate.dataframe[1].value
+    assert members["member"].tolist() == [f"{job_id}-m1", f"{job_id}-m2"] and members["seed"].tolist() == [13, 14]

@@ -30,6 +30,15 @@ def metrics_table(run: RunInfo, task: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def ensemble_members(run: RunInfo) -> pd.DataFrame | None:
+    """One row per member of an ensemble run (its run and test accuracy), or None for a single model."""
+    members = (run.metrics.get("ensemble") or {}).get("members")
+    if not members:
+        return None
+    return pd.DataFrame([{"member": Path(m.get("run_dir", "")).name, "seed": m.get("seed"),
+                          "test accuracy": m.get("test_accuracy")} for m in members])
+
+
 def per_class_table(report: dict) -> pd.DataFrame:
     return pd.DataFrame([{"class": label, **values} for label, values in report["per_class"].items()])
 

@@ -136,14 +136,9 @@ def cmd_train(args) -> int:
     if args.distributed_env:
         from core.distributed import from_environment
         distributed = from_environment(cfg.train.device)
-    if cfg.train.ensemble > 1:
-        if args.stream or args.resume or distributed is not None:
-            raise UserError("--ensemble trains several ordinary runs one after another: it cannot be combined "
-                            "with --stream, --resume or torchrun.")
-        from core.ensemble import train_ensemble
-        result = train_ensemble(cfg, runs_dir=args.out, run_id=args.run_id, log=lambda line: print(line, flush=True))
-        print(result.run_dir)
-        return 0 if result.status in ("completed", "cancelled") else 1
+    if cfg.train.ensemble > 1 and (args.stream or args.resume):
+        raise UserError("--ensemble trains several ordinary runs one after another: it cannot be combined "
+                        "with --stream or --resume (resume a member with --run-id <run_id>-m2 --resume).")
     if args.stream:
         if args.resume:
             raise UserError("--resume is not available with --stream: start a new run.")

@@ -187,6 +187,7 @@ def train_ensemble(cfg, *, splits=None, runs_dir: str | Path = DEFAULT_RUNS_DIR,
 
     from core.pipeline import RunResult, load_splits, train_run
 
+    cfg.train.validate()
     size = cfg.train.ensemble
     if not isinstance(size, int) or isinstance(size, bool) or size < 2:
         raise ValueError(f"The 'ensemble' parameter must be an int >= 2 to train an ensemble. Got {size!r} instead.")

@@ -205,9 +205,20 @@ def _strip_probs(metrics: dict) -> dict:
 def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | Path = DEFAULT_RUNS_DIR,
               run_id: str | None = None, callbacks: Sequence[Callback] = (), stop: threading.Event | None = None,
               log: Callable[[str], None] = print, resume: bool = False, distributed=None) -> RunResult:
-    """Train one model and save it as a run. Returns when training ends, whatever the status."""
+    """Train one model and save it as a run. Returns when training ends, whatever the status.
+
+    With ``cfg.train.ensemble > 1`` it trains that many seeds and saves an ensemble run instead
+    (``core.ensemble.train_ensemble``)."""
     cfg.text.validate()
     cfg.train.validate()
+    if cfg.train.ensemble > 1 and not resume:
+        if distributed is not None:
+            raise ValueError("The 'ensemble' parameter trains its members one after another; it cannot be "
+                             "combined with torchrun. Train the members with torchrun one by one (same "
+                             "--split-seed), then run `python -m core ensemble --runs ...`.")
+        from core.ensemble import train_ensemble
+        return train_ensemble(cfg, splits=splits, runs_dir=runs_dir, run_id=run_id, callbacks=callbacks,
+                              stop=stop, log=log)
     rank_zero = distributed is None or distributed.rank == 0
     run_id = safe_run_id(run_id) if run_id else new_run_id()
     if distributed is not None:  # every rank works in rank 0's run directory; only rank 0 logs

@@ -189,3 +189,16 @@ def test_cli_ensemble_mistakes_exit_2_with_one_line(members, args, message):
     done = cli(*[a.replace("{data}", str(folder / "plain.csv")) for a in args])
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+
+
+def test_stopping_an_ensemble_keeps_the_members_and_makes_no_ensemble(tmp_path):
+    import threading
+    from core.pipeline import train_run
+    data = write_keyword_csv(tmp_path / "data.csv", 200, seed=5)
+    stop = threading.Event()
+    stop.set()  # the Stop button pressed before the first batch
+    result = train_run(tiny_config(data, ensemble=3), runs_dir=tmp_path, run_id="stopped", stop=stop,
+                       log=lambda line: None)
+    assert result.status == "cancelled" and "0 of 3" in result.message
+    assert not (tmp_path / "stopped").exists() and (tmp_path / "stopped-m1").is_dir()
+    assert not (tmp_path / "stopped-m2").exists()  # nothing more is trained after a stop

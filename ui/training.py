@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from core.ensemble import train_ensemble
 from core.jobs import TrainingJob
 from core.pipeline import DataConfig, RunConfig
 from ui import params
@@ -32,9 +31,7 @@ def start_training(owner: str, prepared: PreparedData, values: dict) -> Training
     cfg = run_config(prepared, values)
     params.validate(cfg)
     splits = make_splits(prepared, cfg.data.valid_fraction, cfg.data.test_fraction, cfg.train.seed)
-    # an ensemble trains its members one after another in the same job, on these same splits
-    train_fn = train_ensemble if cfg.train.ensemble > 1 else None
-    return registry().submit(cfg, owner, runs_dir=runs_dir(), splits=splits, train_fn=train_fn)
+    return registry().submit(cfg, owner, runs_dir=runs_dir(), splits=splits)
 
 
 def session_jobs(owner: str) -> list[TrainingJob]:

@@ -49,6 +49,8 @@ TRAIN_FLAGS = [
     ("--max-length", "text", "max_length", "tokens kept per text (longer texts are truncated)"),
     ("--truncation", "text", "truncation", "which tokens of a longer text are kept: head, tail, or head+tail "
      "(first quarter + last three quarters)"),
+    ("--extend-vocab", "text", "extend_vocab", "also add this many of the pretrained vectors' most frequent words "
+     "to the vocabulary, so words unseen in training keep their vectors (0 = off; e.g. 100000)"),
     ("--tokenizer", "text", "tokenizer", "en, zh (jieba), xx (multilingual) or whitespace"),
     ("--lowercase", "text", "lowercase", "lowercase text before tokenising"),
     ("--optimizer", "train", "optimizer", "adam or adamw"),
@@ -120,9 +122,7 @@ def config_from_args(args: argparse.Namespace):
                             f"{Path.cwd()}).")
     if not d.train and not d.dataset:
         raise UserError("No training data: give --train PATH (CSV/TSV/JSONL) or --dataset chinese-reviews.")
-    cfg.text.validate()
-    cfg.model.validate()
-    cfg.train.validate()
+    cfg.validate()
     return cfg
 
 

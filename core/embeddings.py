@@ -98,6 +98,33 @@ def _lookup_text_file(path: Path, wanted: set[str]) -> tuple[dict[str, np.ndarra
     return found, dim
 
 
+def vector_words(source: str, limit: int) -> list[str]:
+    """The first ``limit`` words of a vectors source: its most frequent ones, since GloVe, word2vec
+    and fastText files list words by frequency."""
+    if source in BUILTIN_VECTORS:
+        import pandas as pd
+        return [str(w) for w in pd.read_parquet(_glove_package_dir() / "glove_6B_index.parquet")["index"][:limit]]
+    path = Path(source)
+    if not path.is_file():
+        raise VectorsError(f"Vectors file {path} not found. Give a GloVe/word2vec/fastText .txt or "
+                           f".vec file (optionally .gz), or the name glove-6b-50d.")
+    words: list[str] = []
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as lines:
+            for number, line in enumerate(lines, 1):
+                if len(words) >= limit:
+                    break
+                parts = line.rstrip().split(" ")
+                if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                    continue  # word2vec / fastText header
+                if len(parts) >= 2:
+                    words.append(parts[0])
+    except (OSError, EOFError, zlib.error) as err:
+        raise VectorsError(f"Could not read vectors file {path}: {err}.") from err
+    return words
+
+
 def vectors_dim(source: str) -> int:
     """The dimension of a vectors source without loading it all."""
     if source in BUILTIN_VECTORS:

@@ -61,6 +61,16 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> "RunConfig":
+        """Each section's checks, and those that span sections."""
+        self.text.validate()
+        self.model.validate()
+        self.train.validate()
+        if self.text.extend_vocab and not self.pretrained_vectors:
+            raise ValueError("The 'extend_vocab' parameter adds words of the pretrained vectors to the vocabulary: "
+                             "give --pretrained-vectors too, or set it to 0.")
+        return self
+
     @classmethod
     def from_dict(cls, raw: dict) -> "RunConfig":
         if not isinstance(raw, dict):
@@ -209,8 +219,7 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
 
     With ``cfg.train.ensemble > 1`` it trains that many seeds and saves an ensemble run instead
     (``core.ensemble.train_ensemble``)."""
-    cfg.text.validate()
-    cfg.train.validate()
+    cfg.validate()
     if cfg.train.ensemble > 1 and not resume:
         if distributed is not None:
             raise ValueError("The 'ensemble' parameter trains its members one after another; it cannot be "
@@ -239,10 +248,11 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
         vocab = Vocabulary.load(run_dir / "vocab.json")
         encoder = TextEncoder(cfg.text, vocab)
     elif distributed is not None:
-        encoder = distributed.shared_encoder(lambda: TextEncoder.fit(cfg.text, splits.train.texts), cfg.text)
+        encoder = distributed.shared_encoder(lambda: fit_encoder(cfg, splits.train.texts), cfg.text)
     else:
-        encoder = TextEncoder.fit(cfg.text, splits.train.texts)
-    log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq})")
+        encoder = fit_encoder(cfg, splits.train.texts)
+    log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq}"
+        + (f", plus words of {cfg.pretrained_vectors}" if cfg.text.extend_vocab else "") + ")")
 
     model, coverage = build_initial_model(cfg, encoder, label_sets, log)
 
@@ -275,6 +285,15 @@ def train_run(cfg: RunConfig, *, splits: Splits | None = None, runs_dir: str | P
     return fit_and_publish(cfg, run_dir, model, (train_seqs, train_y), (valid_seqs, valid_y), (test_seqs, test_y),
                            label_sets, callbacks=callbacks, stop=stop, log=log, resume_state=resume_state,
                            distributed=distributed)
+
+
+def fit_encoder(cfg: RunConfig, texts: Sequence[str]) -> TextEncoder:
+    """The vocabulary of the training texts, extended with the vectors' most frequent words when asked."""
+    encoder = TextEncoder.fit(cfg.text, texts)
+    if cfg.text.extend_vocab:
+        from core.embeddings import vector_words
+        encoder.vocab = encoder.vocab.extended(vector_words(cfg.pretrained_vectors, cfg.text.extend_vocab))
+    return encoder
 
 
 def build_initial_model(cfg: RunConfig, encoder: TextEncoder, label_sets: list[list[str]],

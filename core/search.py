@@ -170,10 +170,7 @@ def apply_params(base, params: dict):
             setattr(getattr(cfg, section), name, value)
         else:
             setattr(cfg, key, value)
-    cfg.text.validate()
-    cfg.model.validate()
-    cfg.train.validate()
-    return cfg
+    return cfg.validate()
 
 
 # ---- running a search ---------------------------------------------------------------------------

@@ -155,10 +155,16 @@ def read_chunks(path: str, text_col: str, label_cols: list[str],
 
 # ---- ingestion -----------------------------------------------------------------------------------
 
+def _extension_words(cfg) -> list[str]:
+    from core.embeddings import vector_words
+    return vector_words(cfg.pretrained_vectors, cfg.text.extend_vocab) if cfg.text.extend_vocab else []
+
+
 def ingest(sources: Sequence[tuple[str, int | None]], folder: str | Path, text_config: TextConfig, *,
            text_col: str = "text", label_cols: Sequence[str] = ("label",), valid_fraction: float = 0.1,
            test_fraction: float = 0.1, seed: int = 13, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-           test_csv: str | Path | None = None, log: Callable[[str], None] = print) -> StreamedData:
+           test_csv: str | Path | None = None, extra_words: Sequence[str] = (),
+           log: Callable[[str], None] = print) -> StreamedData:
     """Stream ``sources`` into memory-mapped token ids under ``folder``.
 
     ``sources`` are (path, split) pairs; split None means "assign each row by its hash", which is how
@@ -241,7 +247,7 @@ def ingest(sources: Sequence[tuple[str, int | None]], folder: str | Path, text_c
         raise DataError(f"No usable rows in {Path(sources[0][0]).name}: all {rows_read} rows were dropped "
                         f"({reasons}). Check the --text-col and --label-col columns.")
     vocab = Vocabulary.from_counts(counts, text_config.max_vocab_size, text_config.min_freq,
-                                   (SENT_END,) if text_config.sentence_breaks else ())
+                                   (SENT_END,) if text_config.sentence_breaks else ()).extended(extra_words)
     del counts
     # provisional ids -> vocabulary ids, as Vocabulary.encode maps them (unknown tokens and a literal
     # "<pad>" become <unk>)
@@ -333,8 +339,7 @@ def train_streaming(cfg, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str
     """
     from core.pipeline import _created, build_initial_model, fit_and_publish, write_run_files
 
-    cfg.text.validate()
-    cfg.train.validate()
+    cfg.validate()
     data_cfg = cfg.data
     if data_cfg.dataset or not data_cfg.train:
         raise DataError("--stream reads a --train CSV/TSV file; built-in datasets fit in memory, so drop --stream.")
@@ -354,8 +359,8 @@ def train_streaming(cfg, *, runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str
                               label_cols=data_cfg.label_cols,
                               valid_fraction=0.0 if data_cfg.valid else data_cfg.valid_fraction,
                               test_fraction=0.0 if data_cfg.test else data_cfg.test_fraction,
-                              seed=cfg.data.seed_for_split(cfg.train.seed), chunk_rows=chunk_rows, test_csv=run_dir / "test.csv",
-                              log=log)
+                              seed=cfg.data.seed_for_split(cfg.train.seed), chunk_rows=chunk_rows,
+                              test_csv=run_dir / "test.csv", extra_words=_extension_words(cfg), log=log)
         except (DataError, ValueError) as err:
             failure = str(err)
     if distributed is not None:  # the other ranks wait here for rank 0's files, or its error

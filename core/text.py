@@ -38,6 +38,10 @@ class TextConfig:
     # first quarter and the last three quarters (head+tail: reviews often end with their verdict)
     truncation: str = "head"
     sentence_breaks: bool = False  # append "</s>" after each sentence (set for hierarchical models)
+    # > 0: also add up to this many of the pretrained vectors' most frequent words to the vocabulary
+    # (after the training words), so words never seen in training still read as their pretrained
+    # vectors instead of <unk>; needs pretrained vectors
+    extend_vocab: int = 0
 
     def validate(self) -> "TextConfig":
         if self.tokenizer not in TOKENIZERS:
@@ -47,6 +51,9 @@ class TextConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"The '{name}' parameter must be an int >= 1. Got {value!r} instead.")
+        if not isinstance(self.extend_vocab, int) or isinstance(self.extend_vocab, bool) or self.extend_vocab < 0:
+            raise ValueError(f"The 'extend_vocab' parameter must be an int >= 0 (0 = off). "
+                             f"Got {self.extend_vocab!r} instead.")
         if self.truncation not in TRUNCATIONS:
             raise ValueError(f"The 'truncation' parameter must be one of {', '.join(TRUNCATIONS)}. "
                              f"Got {self.truncation!r} instead.")
@@ -159,6 +166,15 @@ class Vocabulary:
 
     def __len__(self) -> int:
         return len(self.itos)
+
+    def extended(self, words: Iterable[str]) -> "Vocabulary":
+        """This vocabulary followed by the ``words`` it lacks, in their order; existing ids keep their meaning."""
+        itos, seen = list(self.itos), set(self.itos)
+        for word in words:
+            if word not in seen:
+                seen.add(word)
+                itos.append(word)
+        return Vocabulary(itos)
 
     def __contains__(self, token: str) -> bool:
         return token in self.stoi

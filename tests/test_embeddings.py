@@ -130,3 +130,18 @@ def test_corrupt_gzip_is_a_vectors_error(tmp_path):
         build_embedding_matrix(_vocab("good"), str(path))
     with pytest.raises(VectorsError, match="Could not read vectors file"):
         vectors_dim(str(path))
+
+
+def test_vector_words_are_the_first_words_of_the_file(tmp_path):
+    from core.embeddings import vector_words
+    plain = tmp_path / "vectors.txt"
+    plain.write_text("\n".join(_glove_lines()) + "\n", encoding="utf-8")
+    headed = tmp_path / "vectors.vec"
+    headed.write_text(f"{len(VECTORS)} 3\n" + "\n".join(_glove_lines()) + "\n", encoding="utf-8")
+    for path in (plain, headed):
+        assert vector_words(str(path), 2) == ["good", "movie"]
+        assert vector_words(str(path), 10) == ["good", "movie", "paris"]
+    builtin = vector_words("glove-6b-50d", 5)
+    assert builtin[0] == "the" and len(builtin) == 5  # GloVe lists its most frequent words first
+    with pytest.raises(VectorsError, match="not found"):
+        vector_words(str(tmp_path / "missing.txt"), 3)

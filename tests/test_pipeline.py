@@ -149,3 +149,29 @@ def test_run_config_json_round_trip_and_unknown_keys(tmp_path):
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         RunConfig.load(path)
+
+
+def test_extend_vocab_lets_unseen_words_keep_their_pretrained_vectors(tmp_path):
+    from core.predict import Predictor
+    data = write_keyword_csv(tmp_path / "train.csv", 200)
+    # a vectors file whose most frequent words include two the training data never uses
+    vectors = tmp_path / "vectors.txt"
+    lines = [f"{w} " + " ".join(f"{(i * 7 + j) % 5 - 2}.5" for j in range(8))
+             for i, w in enumerate(["the", "superb", "great", "dire", "awful", "film", "rare"])]
+    vectors.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = tiny_config(data, embedding_dim=8, extend_vocab=6)
+    cfg.pretrained_vectors = str(vectors)
+    run = train_run(cfg, runs_dir=tmp_path / "runs", run_id="ext", log=lambda line: None)
+    assert run.status == "completed"
+    predictor = Predictor.load(run.run_dir)
+    vocab = predictor.encoder.vocab
+    assert "superb" in vocab and "dire" in vocab and "rare" not in vocab  # the first 6 words only
+    assert vocab.itos.index("superb") > vocab.itos.index("awful")  # after the training words
+    weights = load_file(str(run.run_dir / "model.safetensors"))["embedding.weight"]
+    # never seen in training: the row is still exactly the pretrained vector
+    assert weights[vocab.stoi["superb"]].tolist() == [float(x) for x in lines[1].split()[1:]]
+    assert predictor.encoder.encode("a superb film").ids != predictor.encoder.encode("a unknownword film").ids
+
+    cfg.pretrained_vectors = ""
+    with pytest.raises(ValueError, match="'extend_vocab' parameter"):
+        train_run(cfg, runs_dir=tmp_path / "runs", run_id="no-vectors", log=lambda line: None)

@@ -169,3 +169,12 @@ def test_encoder_to_json_holds_config_and_vocab():
     data = encoder.to_json()
     assert data["config"]["tokenizer"] == "xx" and data["config"]["max_length"] == 7
     assert data["itos"] == encoder.vocab.itos
+
+
+def test_extended_vocabulary_keeps_ids_and_appends_new_words():
+    from core.text import Vocabulary
+    vocab = Vocabulary(["<pad>", "<unk>", "good", "film"])
+    bigger = vocab.extended(["film", "superb", "good", "dire", "superb"])
+    assert bigger.itos == ["<pad>", "<unk>", "good", "film", "superb", "dire"]
+    assert bigger.encode(["good", "film"]) == vocab.encode(["good", "film"])
+    assert bigger.encode(["dire"]) == [5] and vocab.encode(["dire"]) == [1]

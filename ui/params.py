@@ -86,9 +86,7 @@ def build_config(values: dict[str, object], data: DataConfig) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Raise ValueError naming the parameter, as the CLI does."""
-    cfg.text.validate()
-    cfg.model.validate()
-    cfg.train.validate()
+    cfg.validate()
 
 
 def _flag_value(value) -> str:

@@ -161,8 +161,11 @@ def combine_runs(run_dirs: Sequence[str | Path], *, runs_dir: str | Path = DEFAU
     valid_path = Path(valid_paths.pop()) if len(valid_paths) == 1 else None
     valid = _evaluate_file(ensemble, valid_path, text_col) if valid_path and valid_path.is_file() else None
     test_metrics = _evaluate_file(ensemble, test_path, text_col) if test_path is not None else None
-    for member, predictor in zip(members, predictors):
-        if test_path is not None and (member["test_accuracy"] is None or test):
+    for member, predictor, config in zip(members, predictors, configs):
+        # a member's own figure stands when it was measured on this same test file
+        own_test = ((config.get("run") or {}).get("data") or {}).get("test") or ""
+        same_file = not test or (own_test and Path(own_test).resolve() == Path(test).resolve())
+        if test_path is not None and (member["test_accuracy"] is None or not same_file):
             member["test_accuracy"] = (_evaluate_file(predictor, test_path, text_col) or {}).get(
                 "primary", {}).get("accuracy")
     metrics = {"best_epoch": None, "select_metric": None, "valid": valid, "test": test_metrics,

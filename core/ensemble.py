@@ -16,7 +16,6 @@ member's ``<unk>``: every member sees exactly the ids it would have seen on its 
 from __future__ import annotations
 
 import hashlib
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -89,25 +88,49 @@ def _file_digest(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def _evaluate_file(predictor, path: Path, text_col: str) -> dict | None:
+def _read_labelled(path: Path, text_col: str, label_columns: Sequence[str]):
     from core.data import load_table
-    table, _ = load_table(str(path), text_col, ",".join(predictor.label_columns), held_out=True)
-    if not len(table):
+    return load_table(str(path), text_col, ",".join(label_columns), held_out=True)[0]
+
+
+def _evaluate(predictor, table) -> dict | None:
+    if table is None or not len(table):
         return None
     result = predictor.evaluate(table)
     return {k: v for k, v in result.items() if k not in ("probs", "index")}
 
 
+def _held_out_tables(run_dirs: Sequence[Path], configs: Sequence[dict], test, text_col: str, label_columns,
+                     log: Callable[[str], None]):
+    """(valid, test) tables the members share: ``test`` or their common test.csv; their common
+    validation file. None where there is no such shared data."""
+    if test:
+        if not Path(test).is_file():
+            raise RunError(f"--test {test}: file not found.")
+        test_table = _read_labelled(Path(test), text_col, label_columns)
+    elif len(digests := {_file_digest(d / "test.csv") for d in run_dirs}) == 1 and None not in digests:
+        test_table = _read_labelled(run_dirs[0] / "test.csv", text_col, label_columns)
+    else:
+        test_table = None
+        log("note: the members hold different test splits (or none); pass --test PATH to evaluate the ensemble")
+    valid_paths = {((c.get("run") or {}).get("data") or {}).get("valid") or "" for c in configs}
+    valid_path = Path(valid_paths.pop()) if len(valid_paths) == 1 else None
+    valid_table = _read_labelled(valid_path, text_col, label_columns) \
+        if valid_path and valid_path.name and valid_path.is_file() else None
+    return valid_table, test_table
+
+
 def combine_runs(run_dirs: Sequence[str | Path], *, runs_dir: str | Path = DEFAULT_RUNS_DIR,
                  run_id: str | None = None, test: str | Path | None = None, run_config: dict | None = None,
-                 log: Callable[[str], None] = print):
+                 splits=None, log: Callable[[str], None] = print):
     """Combine finished runs into a new run ``runs_dir/run_id`` and evaluate it.
 
     The test data is ``test`` when given, else the members' ``test.csv`` when they all hold the same
-    one; the validation file is evaluated too when every member names the same one. ``run_config``
-    is recorded as the ensemble's settings (default: the first member's). Returns a
+    one; the validation file is evaluated too when every member names the same one. ``splits``
+    (a ``core.pipeline.Splits`` the members trained on) gives both instead. ``run_config`` is
+    recorded as the ensemble's settings (default: the first member's). Returns a
     ``core.pipeline.RunResult``."""
-    from core.pipeline import RunResult, _save_weights
+    from core.pipeline import RunResult, _save_weights, atomic_write_text_csv
     from core.predict import Predictor
 
     run_dirs = [Path(d) for d in run_dirs]
@@ -117,65 +140,64 @@ def combine_runs(run_dirs: Sequence[str | Path], *, runs_dir: str | Path = DEFAU
         raise RunError("The same run is listed twice: an ensemble of copies is no better than one model.")
     predictors = [Predictor.load(d) for d in run_dirs]
     _check_compatible(predictors, run_dirs)
-    model, union = build_ensemble(predictors)
     first = predictors[0]
-    text_cfg = TextConfig(**asdict(first.encoder.config))
-    text_cfg.max_vocab_size = max(text_cfg.max_vocab_size, len(union) - 2)
     configs = [p.metadata.get("config") or {} for p in predictors]
     text_col = configs[0].get("text_col", "text")
-
+    if splits is not None:
+        valid_table, test_table = splits.valid, splits.test if len(splits.test) else None
+    else:
+        valid_table, test_table = _held_out_tables(run_dirs, configs, test, text_col, first.label_columns, log)
     run_id = safe_run_id(run_id) if run_id else new_run_id("ensemble")
     run_dir = Path(runs_dir) / run_id
     if (run_dir / "config.json").exists():
         raise RunError(f"Run {run_dir} already exists: choose another --run-id.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    created = time.time()
+
+    model, union = build_ensemble(predictors)
+    text_cfg = TextConfig(**asdict(first.encoder.config))
+    text_cfg.max_vocab_size = max(text_cfg.max_vocab_size, len(union) - 2)
     members = [{"run_dir": str(d), "seed": ((c.get("run") or {}).get("train") or {}).get("seed"),
                 "test_accuracy": (((p.metadata.get("metrics") or {}).get("test") or {}).get("primary") or {})
                 .get("accuracy")} for d, c, p in zip(run_dirs, configs, predictors)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    created = time.time()
     write_status(run_dir, "running", "combining", created=created)
-    atomic_write_json(run_dir / "config.json", {
-        "run": run_config or configs[0].get("run", {}), "model": model.config.to_dict(), "label_columns": list(first.label_columns),
-        "text_col": text_col, "embedding_coverage": None, "ensemble_members": members})
-    atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(text_cfg), **union.to_json()})
-    atomic_write_json(run_dir / "labels.json", {"columns": list(first.label_columns),
-                                                "labels": [list(s) for s in first.labels]})
-    (run_dir / "history.jsonl").write_text("", encoding="utf-8")
-    _save_weights(run_dir / "model.safetensors", model.state_dict())
-    log(f"ensemble of {len(predictors)} runs; vocabulary {len(union)} tokens "
-        f"(largest member {max(len(p.encoder.vocab) for p in predictors)})")
+    try:
+        atomic_write_json(run_dir / "config.json", {
+            "run": run_config or configs[0].get("run", {}), "model": model.config.to_dict(),
+            "label_columns": list(first.label_columns), "text_col": text_col, "embedding_coverage": None,
+            "ensemble_members": members})
+        atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(text_cfg), **union.to_json()})
+        atomic_write_json(run_dir / "labels.json", {"columns": list(first.label_columns),
+                                                    "labels": [list(s) for s in first.labels]})
+        (run_dir / "history.jsonl").write_text("", encoding="utf-8")
+        _save_weights(run_dir / "model.safetensors", model.state_dict())
+        log(f"ensemble of {len(predictors)} runs; vocabulary {len(union)} tokens "
+            f"(largest member {max(len(p.encoder.vocab) for p in predictors)})")
+        if test_table is not None:  # the app shows and explains test examples
+            atomic_write_text_csv(run_dir / "test.csv", test_table, text_col)
 
-    ensemble = Predictor.load(run_dir)
-    test_path = Path(test) if test else None
-    if test_path is None:
-        digests = {_file_digest(d / "test.csv") for d in run_dirs}
-        if len(digests) == 1 and None not in digests:
-            test_path = run_dirs[0] / "test.csv"
-        else:
-            log("note: the members hold different test splits (or none); pass --test PATH to evaluate the ensemble")
-    elif not test_path.is_file():
-        raise RunError(f"--test {test_path}: file not found.")
-    if test_path is not None:
-        shutil.copyfile(test_path, run_dir / "test.csv")  # the app shows and explains test examples
-    valid_paths = {((c.get("run") or {}).get("data") or {}).get("valid") or "" for c in configs}
-    valid_path = Path(valid_paths.pop()) if len(valid_paths) == 1 else None
-    valid = _evaluate_file(ensemble, valid_path, text_col) if valid_path and valid_path.is_file() else None
-    test_metrics = _evaluate_file(ensemble, test_path, text_col) if test_path is not None else None
-    for member, predictor, config in zip(members, predictors, configs):
-        # a member's own figure stands when it was measured on this same test file
-        own_test = ((config.get("run") or {}).get("data") or {}).get("test") or ""
-        same_file = not test or (own_test and Path(own_test).resolve() == Path(test).resolve())
-        if test_path is not None and (member["test_accuracy"] is None or not same_file):
-            member["test_accuracy"] = (_evaluate_file(predictor, test_path, text_col) or {}).get(
-                "primary", {}).get("accuracy")
-    metrics = {"best_epoch": None, "select_metric": None, "valid": valid, "test": test_metrics,
-               "epochs_run": 0, "train_seconds": 0.0, "ensemble": {"members": members}}
-    atomic_write_json(run_dir / "metrics.json", metrics)
+        ensemble = Predictor.load(run_dir)
+        valid_metrics, test_metrics = _evaluate(ensemble, valid_table), _evaluate(ensemble, test_table)
+        for member, predictor, config in zip(members, predictors, configs):
+            # a member's own figure stands when it was measured on this same test data
+            own_test = ((config.get("run") or {}).get("data") or {}).get("test") or ""
+            same = splits is not None or (not test and member["test_accuracy"] is not None) or bool(
+                test and own_test and Path(own_test).resolve() == Path(test).resolve())
+            if test_table is not None and not same:
+                member["test_accuracy"] = (_evaluate(predictor, test_table) or {}).get("primary", {}).get("accuracy")
+        metrics = {"best_epoch": None, "select_metric": None, "valid": valid_metrics, "test": test_metrics,
+                   "epochs_run": 0, "train_seconds": 0.0, "ensemble": {"members": members}}
+        atomic_write_json(run_dir / "metrics.json", metrics)
+    except Exception as err:  # the folder must not look like a finished run
+        (run_dir / "model.safetensors").unlink(missing_ok=True)
+        write_status(run_dir, "failed", f"{type(err).__name__}: {err}", created=created)
+        raise
     write_status(run_dir, "completed", "", created=created, ensemble_size=len(predictors))
-    if test_metrics:
+    summary = test_metrics or valid_metrics
+    if summary:
         member_acc = ", ".join("n/a" if m["test_accuracy"] is None else f"{m['test_accuracy']:.4f}" for m in members)
-        log(f"test: accuracy={test_metrics['primary']['accuracy']:.4f} "
-            f"macro_f1={test_metrics['primary']['macro_f1']:.4f} (members: {member_acc})")
+        log(f"{'test' if test_metrics else 'valid'}: accuracy={summary['primary']['accuracy']:.4f} "
+            f"macro_f1={summary['primary']['macro_f1']:.4f} (members' test accuracy: {member_acc})")
     return RunResult(run_dir, "completed", "", metrics, [])
 
 
@@ -222,6 +244,7 @@ def train_ensemble(cfg, *, splits=None, runs_dir: str | Path = DEFAULT_RUNS_DIR,
         status = last.status if last is not None and last.status != "completed" else "cancelled"
         log(f"status: {status} ({message})")
         return RunResult(Path(runs_dir) / run_id, status, message, {}, history)
-    result = combine_runs(members, runs_dir=runs_dir, run_id=run_id, run_config=cfg.to_dict(), log=log)
+    result = combine_runs(members, runs_dir=runs_dir, run_id=run_id, run_config=cfg.to_dict(), splits=splits,
+                          log=log)
     result.history = history
     return result

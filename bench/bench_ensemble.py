@@ -31,13 +31,27 @@ from core.pipeline import label_matrix, load_splits, train_run  # noqa: E402
 from core.predict import Predictor  # noqa: E402
 
 MEMBERS = ROOT / "bench" / "out" / "ens"
+EXTENDED = ROOT / "bench" / "out" / "ext"  # members of the "-ext" variants
+EXTEND_VOCAB = 100_000
 COMBINED = ROOT / "bench" / "out" / "ens-combined"
 RESULTS = ROOT / "bench" / "out" / "ensemble.json"
 SPLIT_SEED = 13
 
 
+def variant(name: str) -> tuple[str, int]:
+    """``sst2-ext`` -> (``sst2``, EXTEND_VOCAB): the accuracy recipe, with ``--extend-vocab`` for -ext."""
+    return (name[:-4], EXTEND_VOCAB) if name.endswith("-ext") else (name, 0)
+
+
+def member_recipe(name: str):
+    base, extend = variant(name)
+    cfg, files = recipe(base, None)
+    cfg.text.extend_vocab = extend
+    return cfg, files
+
+
 def member_dir(name: str, seed: int) -> Path:
-    path = MEMBERS / f"{name}-seed{seed}"
+    path = (EXTENDED if variant(name)[1] else MEMBERS) / f"{name}-seed{seed}"
     if name == "imdb" and seed == SPLIT_SEED and not (path / "model.safetensors").is_file():
         return ROOT / "artifacts" / "demo"
     return path
@@ -47,10 +61,10 @@ def ensure_member(name: str, seed: int) -> Path:
     path = member_dir(name, seed)
     if (path / "model.safetensors").is_file():
         return path
-    cfg, _ = recipe(name, None)
+    cfg, _ = member_recipe(name)
     cfg.train.seed, cfg.data.split_seed = seed, SPLIT_SEED
     print(f"{name}: training member seed {seed}", flush=True)
-    result = train_run(cfg, runs_dir=MEMBERS, run_id=path.name, log=lambda line: print(f"  {line}", flush=True))
+    result = train_run(cfg, runs_dir=path.parent, run_id=path.name, log=lambda line: print(f"  {line}", flush=True))
     if result.status != "completed":
         raise SystemExit(f"{name} seed {seed}: {result.status} {result.message}")
     return result.run_dir
@@ -65,7 +79,7 @@ def accuracy(probs: np.ndarray, y: np.ndarray) -> float:
 
 
 def measure(name: str, size: int) -> dict:
-    cfg, files = recipe(name, None)
+    cfg, files = member_recipe(name)
     splits = load_splits(cfg.data, SPLIT_SEED, log=lambda _: None)
     seeds = list(range(SPLIT_SEED, SPLIT_SEED + size))
     dirs = [ensure_member(name, s) for s in seeds]
@@ -100,7 +114,7 @@ def render(results: dict) -> str:
     width = max(len(x["test_by_size"]) for x in results.values())
     for name, r in results.items():
         member = np.array(r["member_test"]) * 100
-        target = TARGETS.get(name)
+        target = TARGETS.get(variant(name)[0])
         verdict = "" if target is None else f">= {target:.0%} ({'met' if r['ensemble_test'] >= target else 'not met'})"
         minutes = sum(s or 0 for s in r["member_train_seconds"]) / 60
         rows.append(f"| {name} | {r['size']} | {member.mean():.2f} ± {member.std(ddof=1):.2f} "
@@ -141,7 +155,8 @@ prediction (Integrated Gradients on all members' embeddings at once, attention w
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="sst2,sst5,imdb")
-    parser.add_argument("--sizes", default="sst2=5,sst5=5,imdb=3", help="members per dataset, name=N,...")
+    parser.add_argument("--sizes", default="sst2=5,sst5=5,imdb=3,sst2-ext=5,sst5-ext=5",
+                        help="members per dataset, name=N,...; a name ending in -ext adds --extend-vocab 100000")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--render-only", action="store_true", help="rebuild the BENCHMARKS.md section from saved results")
@@ -158,7 +173,7 @@ def main() -> None:
         RESULTS.write_text(json.dumps(results, indent=2))
         print(f"{name}: members {', '.join(f'{a:.4f}' for a in measured['member_test'])}; "
               f"ensemble of {measured['size']}: {measured['ensemble_test']:.4f}", flush=True)
-    order = [n for n in ("sst2", "sst5", "trec", "imdb") if n in results]
+    order = [n for base in ("sst2", "sst5", "trec", "imdb") for n in (base, base + "-ext") if n in results]
     markdown = render({n: results[n] for n in order})
     print(markdown)
     if not args.no_write:

@@ -34,8 +34,8 @@ def home() -> None:
         "1. **Data** – upload a CSV, TSV or JSONL file (or pick a built-in dataset) and choose the text "
         "and label columns.\n"
         "2. **Train** – keep the defaults or adjust the hyperparameters, press *Start training* and watch "
-        "the curves. For the best accuracy, set *Ensemble* (under Advanced) to 3 or 5: that many models "
-        "are trained and their predictions averaged.\n"
+        "the curves. Set *Ensemble* (under Advanced) to 3 or 5 to train that many models and average their "
+        "predictions: steadier accuracy, at that many times the cost.\n"
         "3. **Evaluate** and **Predict** – look at the confusion matrix and misclassified examples, then "
         "type a text to classify it.")
     st.caption(f"Runs are saved under `{runs_dir()}`; each can also be trained from the command line "

@@ -446,6 +446,8 @@ def add_search_parser(sub) -> None:
     search.add_argument("--label-col", default=None, help="label column(s), comma-separated (default: 'label')")
     search.add_argument("--valid-fraction", type=float, default=None, help="share of --train used for validation")
     search.add_argument("--test-fraction", type=float, default=None, help="share of --train used for testing")
+    search.add_argument("--split-seed", type=int, default=None,
+                        help="seed of the carved split; -1 = --seed (default: -1)")
     search.add_argument("--config", help="JSON config file for the base configuration; flags override it")
     search.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder that holds the trials' run directories")
     add_train_flags(search)

@@ -1111,8 +1111,11 @@ def parity_report(fp32: Predictor, texts: Sequence[str], gold: Sequence[str], *,
             formats[name]["p50_ms_batch_32"] = latency["batch_32"][name]
 
     c = fp32.model.config
-    description = c.describe() if isinstance(c, EnsembleConfig) else (f"embedding {c.vocab_size} x {c.embedding_dim}, {c.num_layers} x "
-                   f"{'bidirectional ' if c.bidirectional else ''}LSTM {c.hidden_dim}, {c.pooling} pooling")
+    if isinstance(c, EnsembleConfig):
+        description = c.describe()
+    else:
+        description = (f"embedding {c.vocab_size} x {c.embedding_dim}, {c.num_layers} x "
+                       f"{'bidirectional ' if c.bidirectional else ''}LSTM {c.hidden_dim}, {c.pooling} pooling")
     report = {"n_test": len(texts), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "latency_examples": n, "model": {"description": description}, "formats": formats}
     report["targets"] = _targets(formats)

@@ -15,7 +15,7 @@ import pytest
 from core.ensemble import combine_runs, train_ensemble
 from core.predict import Predictor
 from core.runs import RunError, list_runs
-from helpers import FILLER, KEYWORDS, tiny_config, write_keyword_csv
+from helpers import KEYWORDS, tiny_config, write_keyword_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,6 +3,8 @@ logistic regression anchor trained in the same run.
 
     python bench/bench_accuracy.py --datasets sst2,sst2-random,trec,sst5
     python bench/bench_accuracy.py --datasets imdb --epochs 4
+    python bench/bench_accuracy.py --datasets imdb-ngrams   # the recipe plus --ngrams 2
+    python bench/bench_accuracy.py --from-run imdb-ngrams=artifacts/runs/<run_id>  # a run of the printed command
 
 Each recipe is a ``RunConfig`` trained with ``core.pipeline.train_run`` exactly as
 ``python -m core train`` would (the equivalent command is printed and recorded). Results
@@ -31,6 +33,7 @@ from core.training import TrainConfig  # noqa: E402
 
 RESULTS = ROOT / "bench" / "out" / "accuracy.json"
 TARGETS = {"sst2": 0.86, "sst2-random": None, "sst5": 0.48, "trec": 0.93, "imdb": 0.91}
+NGRAM_SUFFIX = "-ngrams"  # <recipe>-ngrams: the same recipe with a bag of words + bigrams beside the LSTM
 ANCHORS = {"sst2": "published BiLSTM 85.9% (GLUE)", "sst2-random": "",
            "sst5": "CNN 48.0% (Kim 2014)", "trec": "CNN 93.6% (Kim 2014)",
            "imdb": "word2vec-init LSTM 90.0% (Dai & Le 2015); the guide's BiLSTM+GloVe lineage 85.3%"}
@@ -38,6 +41,10 @@ ANCHORS = {"sst2": "published BiLSTM 85.9% (GLUE)", "sst2-random": "",
 
 def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
     """The run configuration and the data files for one benchmark."""
+    if name.endswith(NGRAM_SUFFIX):
+        cfg, files = recipe(name[:-len(NGRAM_SUFFIX)], epochs)
+        cfg.model.ngrams = 2
+        return cfg, files
     sentence = dict(text=TextConfig(tokenizer="en", max_length=80, min_freq=1),
                     model=ModelConfig(hidden_dim=256, pooling="attention", dropout=0.5))
     if name in ("sst2", "sst2-random", "sst5"):
@@ -81,6 +88,8 @@ def cli_command(cfg: RunConfig) -> str:
               f"--epochs {tr.epochs}", f"--batch-size {tr.batch_size}", f"--lr {tr.lr}", f"--patience {tr.patience}",
               f"--label-smoothing {tr.label_smoothing}", f"--fgm-epsilon {tr.fgm_epsilon}",
               f"--seed {tr.seed}"]
+    if m.ngrams:
+        parts.append(f"--ngrams {m.ngrams}")
     if cfg.pretrained_vectors:
         parts.append(f"--pretrained-vectors {cfg.pretrained_vectors}")
     else:
@@ -101,12 +110,54 @@ def tfidf_anchor(cfg: RunConfig) -> tuple[float, float]:
     return float(accuracy), time.perf_counter() - start
 
 
+def adopt_run(name: str, run_dir: Path, epochs: int | None) -> tuple[RunConfig, dict]:
+    """The saved run of ``name``'s command (trained with ``python -m core train``): its config must be
+    the recipe's, so the figure is the one this script would have measured."""
+    cfg, _ = recipe(name, epochs)
+    saved = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text())["run"])
+    for part in ("train", "valid", "test"):
+        mine, theirs = getattr(cfg.data, part), getattr(saved.data, part)
+        if bool(mine) != bool(theirs) or (mine and Path(mine).resolve() != (ROOT / theirs).resolve()
+                                          and Path(mine).resolve() != Path(theirs).resolve()):
+            raise SystemExit(f"{run_dir}: its {part} file {theirs!r} is not the {name} recipe's {mine!r}")
+    for section in ("text", "train"):
+        if getattr(saved, section).__dict__ != getattr(cfg, section).__dict__:
+            raise SystemExit(f"{run_dir}: its {section} settings differ from the {name} recipe")
+    derived = {"vocab_size", "num_classes", "embedding_dim", "padding_idx"}
+    mine = {k: v for k, v in cfg.model.to_dict().items() if k not in derived}
+    theirs = {k: v for k, v in saved.model.to_dict().items() if k not in derived}
+    if mine != theirs or saved.pretrained_vectors != cfg.pretrained_vectors:
+        raise SystemExit(f"{run_dir}: its model settings differ from the {name} recipe")
+    status = json.loads((run_dir / "status.json").read_text())
+    if status.get("status") != "completed":
+        raise SystemExit(f"{run_dir}: the run did not complete ({status.get('status')})")
+    return cfg, json.loads((run_dir / "metrics.json").read_text())
+
+
+def previous_rows() -> dict:
+    """The rows of the published table, for datasets whose results file is not on this machine."""
+    import re
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    section = text.split("<!-- bench_accuracy:start -->")[1].split("<!-- bench_accuracy:end -->")[0]
+    commands = dict(re.findall(r"^- ([\w-]+): `(.+)`$", section, flags=re.M))
+    rows = {}
+    for line in section.splitlines():
+        m = re.match(r"\| ([\w-]+) \| \*\*([\d.]+)%\*\* \|.*?\| ([\d.]+)% \| (\d+) \(best (\d+)\) \| ([\d.]+) min \|", line)
+        if m and m.group(1) in commands:
+            rows[m.group(1)] = {"accuracy": float(m.group(2)) / 100, "tfidf_accuracy": float(m.group(3)) / 100,
+                                "epochs_run": int(m.group(4)), "best_epoch": int(m.group(5)),
+                                "train_seconds": float(m.group(6)) * 60, "command": commands[m.group(1)],
+                                "valid_accuracy": None, "measured": "earlier (table)"}
+    return rows
+
+
 def render(results: dict) -> str:
     rows = []
     for name, r in results.items():
-        target = TARGETS.get(name)
+        target = TARGETS.get(name.removesuffix(NGRAM_SUFFIX))
         verdict = "" if target is None else ("met" if r["accuracy"] >= target else "not met")
-        rows.append(f"| {name} | **{r['accuracy']:.2%}** | {'' if target is None else f'>= {target:.0%} ({verdict})'} "
+        valid = "" if r.get("valid_accuracy") is None else f"{r['valid_accuracy']:.2%}"
+        rows.append(f"| {name} | **{r['accuracy']:.2%}** | {valid} | {'' if target is None else f'>= {target:.0%} ({verdict})'} "
                     f"| {r['tfidf_accuracy']:.1%} | {r['epochs_run']} (best {r['best_epoch']}) "
                     f"| {r['train_seconds'] / 60:.1f} min | {ANCHORS.get(name, '')} |")
     commands = "\n".join(f"- {name}: `{r['command']}`" for name, r in results.items())
@@ -117,8 +168,8 @@ Command: `python bench/bench_accuracy.py --threads 1 --datasets {','.join(result
 TF-IDF (1-2 grams) + logistic regression trained on the same split in the same run as an anchor.
 `sst2-random` is the SST-2 recipe without pretrained vectors (random 50d embeddings).
 
-| dataset | test accuracy | target | TF-IDF + LR | epochs | training time (CPU) | published anchor |
-| --- | --- | --- | --- | --- | --- | --- |
+| dataset | test accuracy | validation accuracy | target | TF-IDF + LR | epochs | training time (CPU) | published anchor |
+| --- | --- | --- | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
 The equivalent command lines (the same `RunConfig`, seed 13):
@@ -153,26 +204,41 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--render-only", action="store_true", help="rebuild the BENCHMARKS.md section from saved results")
+    parser.add_argument("--from-run", action="append", default=[], metavar="NAME=DIR",
+                        help="record a finished run of NAME's command line instead of training it here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    for name in [] if args.render_only else args.datasets.split(","):
-        cfg, _ = recipe(name, args.epochs)
+    if not RESULTS.exists():
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(previous_rows(), indent=2))
+    adopted = dict(item.split("=", 1) for item in args.from_run)
+    names = list(adopted) if adopted else [] if args.render_only else args.datasets.split(",")
+    for name in names:
+        if name in adopted:
+            run_dir = Path(adopted[name])
+            cfg, metrics = adopt_run(name, run_dir, args.epochs)
+        else:
+            cfg, _ = recipe(name, args.epochs)
         tfidf, tfidf_seconds = tfidf_anchor(cfg)
         print(f"{name}: TF-IDF + LR {tfidf:.4f} ({tfidf_seconds:.0f}s)")
-        out = ROOT / "bench" / "out" / "runs"
-        result = train_run(cfg, runs_dir=out, run_id=new_run_id(f"bench-{name}"), log=lambda line: print(f"  {line}", flush=True))
-        test = result.metrics["test"]["primary"]
+        if name not in adopted:
+            out = ROOT / "bench" / "out" / "runs"
+            result = train_run(cfg, runs_dir=out, run_id=new_run_id(f"bench-{name}"),
+                               log=lambda line: print(f"  {line}", flush=True))
+            metrics, run_dir = result.metrics, result.run_dir
+        test = metrics["test"]["primary"]
         # re-read before writing: other invocations may have added datasets meanwhile
         results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         results[name] = {"accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "tfidf_accuracy": tfidf,
-                         "best_epoch": result.metrics["best_epoch"], "epochs_run": result.metrics["epochs_run"],
-                         "train_seconds": result.metrics["train_seconds"], "command": cli_command(cfg),
-                         "run_dir": str(result.run_dir)}
+                         "valid_accuracy": metrics["valid"]["primary"]["accuracy"],
+                         "best_epoch": metrics["best_epoch"], "epochs_run": metrics["epochs_run"],
+                         "train_seconds": metrics["train_seconds"], "command": cli_command(cfg),
+                         "run_dir": str(run_dir)}
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2))
         print(f"{name}: test accuracy {test['accuracy']:.4f}")
+    results = json.loads(RESULTS.read_text())
     markdown = render(results)
     print(markdown)
     if not args.no_write:

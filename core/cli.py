@@ -42,6 +42,9 @@ TRAIN_FLAGS = [
     ("--hierarchical", "model", "hierarchical", "hierarchical LSTM for long documents: words -> sentences -> document"),
     ("--chunk-length", "model", "chunk_length", "read texts whole in segments of this many tokens, "
      "truncated BPTT (0 = off; max_length is then ignored)"),
+    ("--ngrams", "model", "ngrams", "add a linear bag-of-n-grams model beside the LSTM, trained with it: 1 = words, "
+     "2 = words + bigrams, 3 = + trigrams (0 = off)"),
+    ("--ngram-buckets", "model", "ngram_buckets", "hash table rows shared by the n-grams of 2+ words"),
     ("--pretrained-vectors", None, "pretrained_vectors", "glove-6b-50d, or a GloVe/word2vec/fastText .txt/.vec(.gz) path"),
     ("--freeze-embeddings", "train", "freeze_embeddings", "keep the pretrained vectors fixed"),
     ("--max-vocab-size", "text", "max_vocab_size", "most frequent tokens kept"),

@@ -75,6 +75,10 @@ def build_ensemble(predictors: Sequence) -> tuple[EnsembleClassifier, Vocabulary
     configs, states = [], []
     for predictor in predictors:
         member: ModelConfig = predictor.model.config
+        if member.ngrams and list(predictor.encoder.vocab.itos) != list(union.itos):
+            raise RunError("An n-gram model (--ngrams) hashes the token ids of its own vocabulary, so it can only "
+                           "join an ensemble whose members share that vocabulary. Train the members together "
+                           "(train --ensemble N) or on the same data and vocabulary settings.")
         configs.append(ModelConfig(**{**asdict(member), "vocab_size": len(union)}))
         state = {k: v.detach().clone() for k, v in predictor.model.state_dict().items()}
         state["embedding.weight"] = reindex_embedding(state["embedding.weight"], predictor.encoder.vocab, union)

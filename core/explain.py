@@ -171,11 +171,16 @@ class Explainer:
         baseline = torch.full_like(inputs, PAD_ID)
         with torch.no_grad():
             f_x, f_baseline = forward(torch.cat([inputs, baseline]), lengths.repeat(2)).tolist()
-        lig = LayerIntegratedGradients(forward, self.model.embedding)
+        # an n-gram model beside the LSTM is a second path from the ids: attribute to both layers
+        ngrams = getattr(self.model, "ngrams", None)
+        layers = [self.model.embedding] if ngrams is None else [self.model.embedding, ngrams]
+        lig = LayerIntegratedGradients(forward, layers if len(layers) > 1 else layers[0])
         attributions = lig.attribute(
             inputs, baselines=baseline, additional_forward_args=(lengths,), n_steps=n_steps,
             method=ig_method, internal_batch_size=internal_batch_size or n_steps)
-        scores = attributions.sum(dim=-1)[0]  # (T,)
+        if not isinstance(attributions, (list, tuple)):
+            attributions = [attributions]
+        scores = sum(a.sum(dim=-1) for a in attributions)[0]  # (T,)
         total = float(scores.sum())
         gap = f_x - f_baseline
         delta = total - gap  # Captum's convergence delta, from the two end points computed above

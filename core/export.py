@@ -474,7 +474,8 @@ class OnnxExportModule(nn.Module):
         T = ids.shape[1]
         mask = torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
         keep = mask.unsqueeze(-1).to(torch.float32)  # (B, T, 1)
-        x = m.embed(ids)  # (B, T, E)
+        embedded = m.embed(ids)  # (B, T, E [+ n-gram scores])
+        x = embedded[..., :cfg.embedding_dim]
         h = None
         for i, lstm in enumerate(m.lstms):
             layer_in = x
@@ -486,7 +487,7 @@ class OnnxExportModule(nn.Module):
                 x = x + layer_in
         last = torch.cat([h[0], h[1]], dim=-1) if cfg.bidirectional else h[0]  # (B, dirs*H)
         pooled, _ = m.pool(x, last, mask)
-        return tuple(head(pooled) for head in m.heads)
+        return tuple(m.add_ngram_logits([head(pooled) for head in m.heads], embedded, mask, lengths))
 
 
 class OnnxEnsembleModule(nn.Module):
@@ -811,7 +812,9 @@ def model_card(run_config: dict, metrics: dict, labels: dict, parity: dict | Non
         "## Model",
         f"- Architecture: embedding ({model.get('vocab_size')} tokens x {model.get('embedding_dim')}), "
         f"{model.get('num_layers')} x {'bidirectional ' if model.get('bidirectional') else ''}LSTM "
-        f"({model.get('hidden_dim')} units per direction), {model.get('pooling')} pooling, one head per task.",
+        f"({model.get('hidden_dim')} units per direction), {model.get('pooling')} pooling, one head per task"
+        + (f"; plus a linear bag of n-grams up to {model['ngrams']} words ({model.get('ngram_buckets')} hash "
+           f"buckets) whose scores are added to the logits." if model.get("ngrams") else "."),
         f"- Pretrained vectors: {run.get('pretrained_vectors') or 'none (trained from scratch)'}.",
         f"- Tokenizer: {text.get('tokenizer')} (lowercase: {text.get('lowercase')}), at most "
         f"{text.get('max_length')} tokens per text; longer texts are truncated (kept: "
@@ -1115,7 +1118,8 @@ def parity_report(fp32: Predictor, texts: Sequence[str], gold: Sequence[str], *,
         description = c.describe()
     else:
         description = (f"embedding {c.vocab_size} x {c.embedding_dim}, {c.num_layers} x "
-                       f"{'bidirectional ' if c.bidirectional else ''}LSTM {c.hidden_dim}, {c.pooling} pooling")
+                       f"{'bidirectional ' if c.bidirectional else ''}LSTM {c.hidden_dim}, {c.pooling} pooling"
+                       + (f", {c.ngrams}-gram linear part" if c.ngrams else ""))
     report = {"n_test": len(texts), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "latency_examples": n, "model": {"description": description}, "formats": formats}
     report["targets"] = _targets(formats)

@@ -13,6 +13,8 @@ import torch.nn as nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 POOLINGS = ("last", "mean", "max", "attention")
+MAX_NGRAM = 3
+NGRAM_PRIME = 1_000_003  # n-gram hashing: h = (h * prime + id) mod buckets
 
 
 @dataclass
@@ -37,6 +39,10 @@ class ModelConfig:
     # word-level BiLSTM per sentence -> sentence-level BiLSTM -> attention over sentences; the
     # encoder marks sentence ends with "</s>" (spaCy sentencizer), see core/hierarchical.py
     hierarchical: bool = False
+    # > 0: a linear bag-of-n-grams model beside the LSTM ("wide and deep"), its scores added to the
+    # logits: 1 = words, 2 = words + bigrams, 3 = + trigrams (n-grams hashed into ngram_buckets rows)
+    ngrams: int = 0
+    ngram_buckets: int = 1_000_000
     num_classes: list[int] = field(default_factory=lambda: [2])  # one entry per task
     padding_idx: int = 0
 
@@ -56,9 +62,29 @@ class ModelConfig:
         if self.hierarchical and self.chunk_length:
             raise ValueError("The 'hierarchical' and 'chunk_length' parameters cannot be combined: the "
                              "hierarchical model already reads long texts one sentence at a time.")
+        if not isinstance(self.ngrams, int) or isinstance(self.ngrams, bool) or not 0 <= self.ngrams <= MAX_NGRAM:
+            raise ValueError(f"The 'ngrams' parameter must be an int from 0 (off) to {MAX_NGRAM}. "
+                             f"Got {self.ngrams!r} instead.")
+        if self.ngrams >= 2 and (not isinstance(self.ngram_buckets, int) or isinstance(self.ngram_buckets, bool)
+                                 or self.ngram_buckets < 1):
+            raise ValueError(f"The 'ngram_buckets' parameter must be an int >= 1. Got {self.ngram_buckets!r} instead.")
+        if self.ngrams and self.hierarchical:
+            raise ValueError("The 'ngrams' and 'hierarchical' parameters cannot be combined yet: train the "
+                             "hierarchical model without --ngrams, or a flat model with it.")
         if not self.num_classes or any(n < 2 for n in self.num_classes):
             raise ValueError(f"Each task needs at least 2 classes. Got {self.num_classes!r}.")
         return self
+
+    @property
+    def ngram_width(self) -> int:
+        """Logits the n-gram model adds to: one per head output, all tasks side by side."""
+        return sum(head_size(n) for n in self.num_classes) if self.ngrams else 0
+
+    @property
+    def embedded_width(self) -> int:
+        """Channels of ``embed(ids)``: word vectors, then the sentence-end mark (hierarchical) or
+        the n-gram scores per token."""
+        return self.embedding_dim + (1 if self.hierarchical else 0) + self.ngram_width
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -104,6 +130,33 @@ def _map_packed(fn, x):
     return fn(x)
 
 
+class NgramScores(nn.Module):
+    """The linear part of a "wide and deep" classifier: each token's score per logit is the weight
+    of its word plus the weights of the hashed n-grams that end at it (B, T) -> (B, T, W).
+
+    Word ids index the first ``vocab_size`` rows; n-grams of 2..order tokens share ``buckets`` rows
+    after them. The table starts at zero, so an untrained model is the LSTM alone."""
+
+    def __init__(self, vocab_size: int, order: int, buckets: int, width: int, padding_idx: int = 0):
+        super().__init__()
+        self.vocab_size, self.order, self.buckets = vocab_size, order, buckets
+        rows = vocab_size + (buckets if order >= 2 else 0)
+        self.table = nn.Embedding(rows, width, padding_idx=padding_idx)
+        nn.init.zeros_(self.table.weight)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        scores = self.table(ids)  # (B, T, W)
+        previous = ids
+        hashed = ids
+        for n in range(2, self.order + 1):
+            # the token n-1 places back; <pad> (0) before the start of the text
+            previous = torch.cat([torch.zeros_like(ids[:, :1]), previous[:, :-1]], dim=1)
+            hashed = (hashed * NGRAM_PRIME + previous + n) % self.buckets  # (B, T), n-gram ending at t
+            scores = scores + self.table(hashed + self.vocab_size)
+        # padding scores nothing, so a text of <pad> (the explanations' baseline) scores exactly 0
+        return scores * (ids != self.table.padding_idx).unsqueeze(-1).to(scores.dtype)
+
+
 class LSTMClassifier(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -121,13 +174,35 @@ class LSTMClassifier(nn.Module):
             if config.layer_norm else None
         self.attention = AdditiveAttention(out_dim) if config.pooling == "attention" else None
         self.heads = nn.ModuleList(nn.Linear(out_dim, head_size(n)) for n in config.num_classes)
+        self.ngrams = NgramScores(config.vocab_size, config.ngrams, config.ngram_buckets, config.ngram_width,
+                                  config.padding_idx) if config.ngrams else None
 
     def set_dropout(self, p: float) -> None:
         """Change the dropout rate in place (used by the dropout schedule)."""
         self.dropout.p = p
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.embedding(ids)  # (B, T, E)
+        words = self.embedding(ids)  # (B, T, E)
+        if self.ngrams is None:
+            return words
+        return torch.cat([words, self.ngrams(ids).to(words.dtype)], dim=-1)  # (B, T, E + W)
+
+    def add_ngram_logits(self, logits: list[torch.Tensor], embedded: torch.Tensor, mask: torch.Tensor,
+                         lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Add the n-gram model's document scores to each head's logits: the per-token scores
+        (channels after the word vectors) summed over real tokens and divided by sqrt(length), as
+        an L2-normalised bag of n-grams would weigh them."""
+        if self.ngrams is None:
+            return logits
+        scores = self.dropout(embedded[..., self.config.embedding_dim:])  # (B, T, W); drops whole tokens when W = 1
+        scores = scores * mask.unsqueeze(-1).to(scores.dtype)
+        document = scores.sum(1) / lengths.to(scores.device).clamp(min=1).to(scores.dtype).sqrt().unsqueeze(-1)
+        out, start = [], 0
+        for head_logits in logits:
+            width = head_logits.shape[-1]
+            out.append(head_logits + document[:, start:start + width].to(head_logits.dtype))
+            start += width
+        return out
 
     def encode(self, embedded: torch.Tensor, lengths: torch.Tensor,
                state=None) -> tuple[torch.Tensor, torch.Tensor, list]:
@@ -229,10 +304,10 @@ class LSTMClassifier(nn.Module):
                          ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         T = embedded.shape[1]
         mask = torch.arange(T, device=embedded.device).unsqueeze(0) < lengths.to(embedded.device).unsqueeze(1)
-        states, last, _ = self.encode(embedded, lengths)
+        states, last, _ = self.encode(embedded[..., :self.config.embedding_dim], lengths)
         pooled, weights = self.pool(states, last, mask)
         pooled = self.dropout(pooled)
-        return [head(pooled) for head in self.heads], weights
+        return self.add_ngram_logits([head(pooled) for head in self.heads], embedded, mask, lengths), weights
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         """ids (B, T), lengths (B,) -> ([logits (B, 1 or C) per task], attention weights (B, T) or None)."""
@@ -282,7 +357,8 @@ class EnsembleConfig:
 
     def describe(self) -> str:
         return f"ensemble of {len(self.members)}: " + "; ".join(
-            f"{m.num_layers} x {'Bi' if m.bidirectional else ''}LSTM {m.hidden_dim}, {m.pooling}" for m in self.members)
+            f"{m.num_layers} x {'Bi' if m.bidirectional else ''}LSTM {m.hidden_dim}, {m.pooling}"
+            + (f" + {m.ngrams}-grams" if m.ngrams else "") for m in self.members)
 
     def to_dict(self) -> dict:
         return {"ensemble": [m.to_dict() for m in self.members], "vocab_size": self.vocab_size,
@@ -329,8 +405,9 @@ class EnsembleClassifier(nn.Module):
         self.config = config.validate()
         self.members = nn.ModuleList(build_model(c) for c in config.members)
         self.embedding = MemberEmbeddings(self)
-        # a hierarchical member's embed() adds one channel that marks sentence ends
-        widths = [c.embedding_dim + (1 if c.hierarchical else 0) for c in config.members]
+        # a hierarchical member's embed() adds one channel that marks sentence ends, an n-gram
+        # member its per-token n-gram scores
+        widths = [c.embedded_width for c in config.members]
         ends = torch.tensor(widths).cumsum(0).tolist()
         self.slices = list(zip([0] + ends[:-1], ends))
 

@@ -566,7 +566,8 @@ def _predict(logits: torch.Tensor) -> torch.Tensor:
 def fgm_step(model, ids, lens, targets, embedded, task_weights, class_weights, config, autocast, scaler) -> None:
     """Fast Gradient Method: a second forward/backward on the embedding output moved by
     ``epsilon * g / ||g||`` (per example), accumulating the adversarial gradients."""
-    grad = embedded.grad.detach()
+    grad = embedded.grad.detach().clone()
+    grad[..., model.config.embedding_dim:] = 0  # move the word vectors only, not the sentence marks or n-gram scores
     norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
     delta = config.fgm_epsilon * grad / norm
     with autocast:

@@ -204,3 +204,28 @@ def test_stopping_an_ensemble_keeps_the_members_and_makes_no_ensemble(tmp_path):
     assert result.status == "cancelled" and "0 of 3" in result.message
     assert not (tmp_path / "stopped").exists() and (tmp_path / "stopped-m1").is_dir()
     assert not (tmp_path / "stopped-m2").exists()  # nothing more is trained after a stop
+
+
+def test_ngram_members_ensemble_when_they_share_a_vocabulary_and_are_refused_otherwise(tmp_path):
+    from core.export import OnnxPredictor, export_onnx
+    from core.explain import Explainer
+    data = write_keyword_csv(tmp_path / "data.csv", 300, seed=5)
+    cfg = tiny_config(data, epochs=8, hidden_dim=8, seed=31, ensemble=2, ngrams=2, ngram_buckets=3000)
+    result = train_ensemble(cfg, runs_dir=tmp_path / "runs", run_id="wide", log=lambda line: None)
+    assert result.metrics["test"]["primary"]["accuracy"] > 0.8
+    ensemble = Predictor.load(result.run_dir)
+    members = [Predictor.load(tmp_path / "runs" / f"wide-m{i}") for i in (1, 2)]
+    got = [p.probs["pos"] for p in ensemble.predict(TEXTS)]
+    expected = np.mean([[p.probs["pos"] for p in m.predict(TEXTS)] for m in members], axis=0)
+    assert got == pytest.approx(expected.tolist(), abs=1e-5)
+    onnx = OnnxPredictor.load(export_onnx(ensemble, tmp_path / "wide.onnx"))
+    assert [p.probs["pos"] for p in onnx.predict(TEXTS)] == pytest.approx(got, abs=1e-4)
+    e = Explainer(ensemble).explain("great movie with a scene", "ig", n_steps=50)
+    assert e.diagnostics["completeness_error"] <= 0.05
+
+    other = write_keyword_csv(tmp_path / "other.csv", 300, seed=6, keywords=EXTRA)
+    stranger = train_ensemble(tiny_config(other, epochs=2, hidden_dim=8, ensemble=2), runs_dir=tmp_path / "runs",
+                              run_id="other", log=lambda line: None)
+    with pytest.raises(RunError, match="n-gram model"):
+        combine_runs([tmp_path / "runs" / "wide-m1", stranger.run_dir.parent / "other-m1"],
+                     runs_dir=tmp_path / "runs", run_id="mixed", log=lambda line: None)

@@ -82,6 +82,7 @@ def test_onnx_matches_fp32_on_mixed_length_batches(run_dir, fp32, tmp_path):
 @pytest.mark.parametrize("variant", [
     dict(pooling="last"), dict(pooling="mean", bidirectional=False), dict(pooling="attention"),
     dict(pooling="max", num_layers=2, layer_norm=True, residual=True), dict(pooling="last", num_layers=2),
+    dict(pooling="attention", ngrams=3, ngram_buckets=101),
 ])
 def test_onnx_export_of_each_architecture_matches_torch(variant, tmp_path):
     torch.manual_seed(0)
@@ -90,6 +91,8 @@ def test_onnx_export_of_each_architecture_matches_torch(variant, tmp_path):
     if model.norms is not None:  # non-trivial LayerNorm so that padding handling shows
         for norm in model.norms:
             torch.nn.init.normal_(norm.bias)
+    if model.ngrams is not None:  # a trained-looking n-gram table, so that its hashing shows
+        torch.nn.init.normal_(model.ngrams.table.weight)
     encoder = TextEncoder(TextConfig(tokenizer="whitespace"), Vocabulary(["<pad>", "<unk>"] + [f"w{i}" for i in range(58)]))
     predictor = Predictor(model, encoder, ["sentiment", "topic"], [["neg", "pos"], ["a", "b", "c", "d"]])
     onnx = OnnxPredictor.load(export_onnx(predictor, tmp_path / "m.onnx"))
@@ -373,3 +376,18 @@ def test_a_run_without_a_test_split_still_exports_and_says_why_there_is_no_parit
     assert result.parity is None
     assert any("no test split" in line for line in lines)
     assert (tmp_path / "out" / "model-bundle.zip").is_file() and (tmp_path / "out" / "model.onnx").is_file()
+
+
+def test_int8_export_of_an_ngram_model_reloads_close_to_fp32(tmp_path):
+    torch.manual_seed(0)
+    vocab = ["<pad>", "<unk>"] + [f"w{i}" for i in range(400)]
+    model = LSTMClassifier(ModelConfig(vocab_size=len(vocab), embedding_dim=16, hidden_dim=8, dropout=0.0,
+                                       ngrams=2, ngram_buckets=2000)).eval()
+    torch.nn.init.normal_(model.ngrams.table.weight)
+    predictor = Predictor(model, TextEncoder(TextConfig(tokenizer="whitespace"), Vocabulary(vocab)), ["label"],
+                          [["neg", "pos"]])
+    reloaded = load_int8(export_int8(predictor, tmp_path / "wide.safetensors"))
+    rng = np.random.default_rng(3)
+    ids, lengths = pad_batch([rng.integers(2, len(vocab), size=n).tolist() for n in (12, 1, 5, 9)])
+    expected = torch_logits(model, ids, lengths)[0]
+    assert np.abs(torch_logits(reloaded.model, ids, lengths)[0] - expected).max() < 0.1

@@ -351,5 +351,92 @@ def test_every_technique_flag_is_listed_in_train_help():
     train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
     text = train.format_help()
     for flag in ("--amp", "--fgm-epsilon", "--label-col", "--task-weights", "--hierarchical", "--chunk-length",
-                 "--layer-norm", "--residual", "--dropout-schedule"):
+                 "--layer-norm", "--residual", "--dropout-schedule", "--ngrams", "--ngram-buckets"):
         assert flag in text, flag
+
+
+# ---- n-gram model beside the LSTM (wide and deep) ----------------------------------------------
+
+def _ngram_scores(model: LSTMClassifier, ids: list[int]) -> torch.Tensor:
+    batch = torch.tensor([ids])
+    return model.ngrams(batch)[0, :, 0]  # (T,) per-token score of the single binary logit
+
+
+def test_ngram_scores_see_word_order_only_from_order_two_on():
+    words = random_model(ngrams=1)
+    pairs = random_model(ngrams=2, ngram_buckets=1000)
+    for model in (words, pairs):
+        torch.nn.init.normal_(model.ngrams.table.weight)
+    text, reordered = [5, 9, 7], [7, 5, 9]
+    assert float(_ngram_scores(words, text).sum()) == pytest.approx(float(_ngram_scores(words, reordered).sum()))
+    assert float(_ngram_scores(pairs, text).sum()) != pytest.approx(float(_ngram_scores(pairs, reordered).sum()))
+    # the bigram ending at a token depends on the token before it, and padding scores nothing
+    a, b = _ngram_scores(pairs, [5, 9, 0]), _ngram_scores(pairs, [6, 9, 0])
+    assert float(a[1]) != pytest.approx(float(b[1])) and float(a[2]) == float(b[2]) == 0.0
+
+
+def test_an_untrained_ngram_table_leaves_the_lstm_output_unchanged():
+    plain = random_model(seed=4)
+    wide = LSTMClassifier(ModelConfig(**{**plain.config.to_dict(), "ngrams": 3, "ngram_buckets": 500})).eval()
+    missing, unexpected = wide.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["ngrams.table.weight"] and not unexpected
+    ids = torch.tensor([[3, 4, 5, 6], [7, 8, 0, 0]])
+    lengths = torch.tensor([4, 2])
+    torch.testing.assert_close(wide(ids, lengths)[0][0], plain(ids, lengths)[0][0])
+    torch.nn.init.normal_(wide.ngrams.table.weight)
+    assert not torch.allclose(wide(ids, lengths)[0][0], plain(ids, lengths)[0][0])
+
+
+def test_ngram_model_learns_the_keywords_in_its_linear_part(tmp_path):
+    table = make_table(240)
+    result = train_run(run_config(ngrams=2, ngram_buckets=5000, fgm_epsilon=0.5, epochs=8), splits=splits_of(table),
+                       runs_dir=tmp_path, log=lambda line: None)
+    assert result.status == "completed", result.message
+    predictor = Predictor.load(result.run_dir)
+    test = splits_of(table).test
+    assert predictor.evaluate(test)["accuracy"] >= 0.9
+    # with the LSTM's head silenced, the n-gram part alone still reads the keywords
+    with torch.no_grad():
+        for head in predictor.model.heads:
+            head.weight.zero_()
+            head.bias.zero_()
+    assert predictor.evaluate(test)["accuracy"] >= 0.8
+    vocab = predictor.encoder.vocab
+    weights = predictor.model.ngrams.table.weight[:, 0]
+    assert all(float(weights[vocab.stoi[w]]) > 0 for w in POSITIVE)
+    assert all(float(weights[vocab.stoi[w]]) < 0 for w in NEGATIVE)
+
+
+def test_ngram_explanations_add_up_and_include_the_linear_part(tmp_path):
+    from core.explain import Explainer
+
+    result = train_run(run_config(ngrams=2, ngram_buckets=5000, epochs=6), splits=splits_of(make_table(200)),
+                       runs_dir=tmp_path, log=lambda line: None)
+    predictor = Predictor.load(result.run_dir)
+    explainer = Explainer(predictor)
+    e = explainer.explain("the film was great with some scenes", "ig", n_steps=50)
+    assert e.diagnostics["completeness_error"] <= 0.05
+    assert e.tokens[e.top(1)[0]] == "great"
+    # silencing the LSTM head leaves a purely linear model: IG then gives each token its exact n-gram score
+    with torch.no_grad():
+        for head in predictor.model.heads:
+            head.weight.zero_()
+            head.bias.zero_()
+    linear = Explainer(predictor).explain("the film was great", "ig", "pos", n_steps=20)
+    ids = predictor.encoder.encode("the film was great").ids
+    expected = _ngram_scores(predictor.model, ids) / len(ids) ** 0.5
+    assert linear.scores == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_ngram_options_are_validated(tmp_path, capsys):
+    with pytest.raises(ValueError, match="'ngrams' parameter must be an int from 0"):
+        ModelConfig(ngrams=4).validate()
+    with pytest.raises(ValueError, match="'ngram_buckets' parameter must be an int >= 1"):
+        ModelConfig(ngrams=2, ngram_buckets=0).validate()
+    with pytest.raises(ValueError, match="'ngrams' and 'hierarchical'"):
+        ModelConfig(ngrams=2, hierarchical=True).validate()
+    data = tmp_path / "d.csv"
+    data.write_text("text,label\n" + "".join(f"good {i},pos\nbad {i},neg\n" for i in range(20)))
+    assert main(["train", "--train", str(data), "--ngrams", "5", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ngrams" in err[0]

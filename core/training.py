@@ -9,6 +9,7 @@ checked before every batch; setting it ends the run as ``cancelled`` within one 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 import time
@@ -282,14 +283,33 @@ def _score(metrics: dict, select: str) -> float:
     return -metrics["loss"] if select == "loss" else metrics[select]
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_lstm_supported() -> bool:
+    """Whether this CPU runs an LSTM under bf16 autocast (oneDNN needs bf16 instructions for it)."""
+    lstm = torch.nn.LSTM(4, 4, batch_first=True)
+    try:
+        with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+            out, _ = lstm(torch.zeros(1, 2, 4, requires_grad=True))
+        out.float().sum().backward()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _autocast(device: torch.device, amp: str):
     if amp == "off":
         return contextlib.nullcontext(), False
+    requested = amp
     if amp == "auto":
         amp = "fp16" if device.type == "cuda" else "bf16"
     dtype = torch.float16 if amp == "fp16" else torch.bfloat16
     if device.type == "cpu" and dtype == torch.float16:
         dtype = torch.bfloat16  # fp16 autocast is a GPU feature
+    if device.type == "cpu" and not cpu_bf16_lstm_supported():
+        if requested == "auto":
+            return contextlib.nullcontext(), False  # auto: full precision where mixed precision cannot run
+        raise ValueError(f"Mixed precision (--amp {requested}) cannot run on this CPU: it has no bf16 support "
+                         f"for the LSTM. Train with --amp off (or --amp auto), or on a GPU.")
     return torch.autocast(device_type=device.type, dtype=dtype), dtype == torch.float16 and device.type == "cuda"
 
 

@@ -320,10 +320,15 @@ def test_dropout_schedule_moves_the_dropout_rate_over_epochs():
     assert seen == [0.1, 0.2, 0.3, 0.4]
 
 
-def test_cpu_bf16_autocast_trains(tmp_path):
+def test_cpu_bf16_autocast_trains_or_is_refused_with_a_clear_message(tmp_path):
+    from core.training import cpu_bf16_lstm_supported
     cfg = run_config(chunk_length=3)
     cfg.train.amp = "bf16"
     cfg.train.epochs = 2
+    if not cpu_bf16_lstm_supported():  # a CPU without bf16 instructions
+        with pytest.raises(ValueError, match="cannot run on this CPU.*--amp off"):
+            train_run(cfg, splits=splits_of(make_table(80)), runs_dir=tmp_path / "bf16", log=lambda s: None)
+        cfg.train.amp = "auto"  # auto falls back to full precision
     result = train_run(cfg, splits=splits_of(make_table(80)), runs_dir=tmp_path, log=lambda s: None)
     assert result.status == "completed"
     assert all(np.isfinite(r["train_loss"]) for r in result.history)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -174,7 +175,10 @@ class Explainer:
         # an n-gram model beside the LSTM is a second path from the ids: attribute to both layers
         ngrams = getattr(self.model, "ngrams", None)
         layers = [self.model.embedding] if ngrams is None else [self.model.embedding, ngrams]
-        lig = LayerIntegratedGradients(forward, layers if len(layers) > 1 else layers[0])
+        with warnings.catch_warnings():
+            # the n-gram scores do not depend on the word vectors: the case Captum's warning is about is not this one
+            warnings.filterwarnings("ignore", message="Multiple layers provided")
+            lig = LayerIntegratedGradients(forward, layers if len(layers) > 1 else layers[0])
         attributions = lig.attribute(
             inputs, baselines=baseline, additional_forward_args=(lengths,), n_steps=n_steps,
             method=ig_method, internal_batch_size=internal_batch_size or n_steps)

@@ -363,8 +363,8 @@ def test_every_technique_flag_is_listed_in_train_help():
 # ---- n-gram model beside the LSTM (wide and deep) ----------------------------------------------
 
 def _ngram_scores(model: LSTMClassifier, ids: list[int]) -> torch.Tensor:
-    batch = torch.tensor([ids])
-    return model.ngrams(batch)[0, :, 0]  # (T,) per-token score of the single binary logit
+    with torch.no_grad():
+        return model.ngrams(torch.tensor([ids]))[0, :, 0]  # (T,) per-token score of the single binary logit
 
 
 def test_ngram_scores_see_word_order_only_from_order_two_on():
@@ -407,7 +407,7 @@ def test_ngram_model_learns_the_keywords_in_its_linear_part(tmp_path):
             head.bias.zero_()
     assert predictor.evaluate(test)["accuracy"] >= 0.8
     vocab = predictor.encoder.vocab
-    weights = predictor.model.ngrams.table.weight[:, 0]
+    weights = predictor.model.ngrams.table.weight.detach()[:, 0]
     assert all(float(weights[vocab.stoi[w]]) > 0 for w in POSITIVE)
     assert all(float(weights[vocab.stoi[w]]) < 0 for w in NEGATIVE)
 

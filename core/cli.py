@@ -42,9 +42,12 @@ TRAIN_FLAGS = [
     ("--hierarchical", "model", "hierarchical", "hierarchical LSTM for long documents: words -> sentences -> document"),
     ("--chunk-length", "model", "chunk_length", "read texts whole in segments of this many tokens, "
      "truncated BPTT (0 = off; max_length is then ignored)"),
-    ("--ngrams", "model", "ngrams", "add a linear bag-of-n-grams model beside the LSTM, trained with it: 1 = words, "
-     "2 = words + bigrams, 3 = + trigrams (0 = off)"),
+    ("--ngrams", "model", "ngrams", "add a linear bag-of-n-grams model beside the LSTM, its scores added to the "
+     "logits: 1 = words, 2 = words + bigrams, 3 = + trigrams (0 = off)"),
     ("--ngram-buckets", "model", "ngram_buckets", "hash table rows shared by the n-grams of 2+ words"),
+    ("--ngram-fit", "train", "ngram_fit", "how the n-gram part learns: joint (with the LSTM) or separate (the LSTM "
+     "trains alone, then the n-grams are fitted as a logistic regression and mixed in with the weight that "
+     "scores best on validation)"),
     ("--pretrained-vectors", None, "pretrained_vectors", "glove-6b-50d, or a GloVe/word2vec/fastText .txt/.vec(.gz) path"),
     ("--freeze-embeddings", "train", "freeze_embeddings", "keep the pretrained vectors fixed"),
     ("--max-vocab-size", "text", "max_vocab_size", "most frequent tokens kept"),
@@ -166,6 +169,16 @@ def cmd_ensemble(args) -> int:
             raise UserError(f"--runs {run}: run directory not found. `python -m core runs` lists the runs.")
     result = combine_runs(args.runs, runs_dir=args.out, run_id=args.run_id, test=args.test,
                           log=lambda line: print(line, flush=True))
+    print(result.run_dir)
+    return 0
+
+
+def cmd_fit_ngrams(args) -> int:
+    from core.wide import fit_ngrams_run
+    if not Path(args.run).is_dir():
+        raise UserError(f"--run {args.run}: run directory not found. `python -m core runs` lists the runs.")
+    result = fit_ngrams_run(args.run, args.ngrams, args.ngram_buckets, runs_dir=args.out, run_id=args.run_id,
+                            log=lambda line: print(line, flush=True))
     print(result.run_dir)
     return 0
 
@@ -374,6 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder for the new run (default: %(default)s)")
     ensemble.add_argument("--run-id", default=None, help="name of the new run directory (default: generated)")
     ensemble.set_defaults(func=cmd_ensemble)
+
+    fit_ngrams = sub.add_parser(
+        "fit-ngrams", help="add a fitted n-gram part to a finished run without training its LSTM again "
+        "(the model that --ngrams N --ngram-fit separate trains)")
+    fit_ngrams.add_argument("--run", required=True, metavar="DIR", help="a finished run trained without --ngrams")
+    fit_ngrams.add_argument("--ngrams", type=int, default=3, help="1 = words, 2 = + bigrams, 3 = + trigrams "
+                            "(default: %(default)s)")
+    fit_ngrams.add_argument("--ngram-buckets", type=int, default=1_000_000,
+                            help="hash table rows shared by the n-grams of 2+ words (default: %(default)s)")
+    fit_ngrams.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder for the new run (default: %(default)s)")
+    fit_ngrams.add_argument("--run-id", default=None, help="name of the new run directory (default: generated)")
+    fit_ngrams.set_defaults(func=cmd_fit_ngrams)
 
     runs = sub.add_parser("runs", help="list saved runs")
     runs.add_argument("--dir", default=str(DEFAULT_RUNS_DIR))

@@ -14,7 +14,13 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_
 
 POOLINGS = ("last", "mean", "max", "attention")
 MAX_NGRAM = 3
-NGRAM_PRIME = 1_000_003  # n-gram hashing: h = (h * prime + id) mod buckets
+NGRAM_PRIME = 1_000_003  # legacy n-gram hash (ngram_hash 1): h = (h * prime + id + n) mod buckets
+# n-gram hash 2: h = (h * A + id * B + n) mod buckets. The legacy prime is 3 modulo the default
+# 10**6 buckets, so its bigrams of a 25,000-word vocabulary fell into 100,000 rows; these
+# multipliers are far from every power of ten. int64 never overflows for buckets <= MAX_NGRAM_BUCKETS
+# and vocabularies under 10**9.
+NGRAM_MULTIPLIERS = (2_654_435_761, 2_246_822_519)
+MAX_NGRAM_BUCKETS = 100_000_000
 
 
 @dataclass
@@ -43,6 +49,7 @@ class ModelConfig:
     # logits: 1 = words, 2 = words + bigrams, 3 = + trigrams (n-grams hashed into ngram_buckets rows)
     ngrams: int = 0
     ngram_buckets: int = 1_000_000
+    ngram_hash: int = 2  # how n-grams find their row: 2 (current); 1 reads runs saved before it
     num_classes: list[int] = field(default_factory=lambda: [2])  # one entry per task
     padding_idx: int = 0
 
@@ -66,8 +73,11 @@ class ModelConfig:
             raise ValueError(f"The 'ngrams' parameter must be an int from 0 (off) to {MAX_NGRAM}. "
                              f"Got {self.ngrams!r} instead.")
         if self.ngrams >= 2 and (not isinstance(self.ngram_buckets, int) or isinstance(self.ngram_buckets, bool)
-                                 or self.ngram_buckets < 1):
-            raise ValueError(f"The 'ngram_buckets' parameter must be an int >= 1. Got {self.ngram_buckets!r} instead.")
+                                 or not 1 <= self.ngram_buckets <= MAX_NGRAM_BUCKETS):
+            raise ValueError(f"The 'ngram_buckets' parameter must be an int from 1 to {MAX_NGRAM_BUCKETS:,}. "
+                             f"Got {self.ngram_buckets!r} instead.")
+        if self.ngram_hash not in (1, 2):
+            raise ValueError(f"The 'ngram_hash' parameter must be 1 or 2. Got {self.ngram_hash!r} instead.")
         if self.ngrams and self.hierarchical:
             raise ValueError("The 'ngrams' and 'hierarchical' parameters cannot be combined yet: train the "
                              "hierarchical model without --ngrams, or a flat model with it.")
@@ -89,7 +99,10 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("ngrams") and "ngram_hash" not in values:
+            values["ngram_hash"] = 1  # saved before the hash changed: its weights follow the old rows
+        return cls(**values)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,24 +148,39 @@ class NgramScores(nn.Module):
     of its word plus the weights of the hashed n-grams that end at it (B, T) -> (B, T, W).
 
     Word ids index the first ``vocab_size`` rows; n-grams of 2..order tokens share ``buckets`` rows
-    after them. The table starts at zero, so an untrained model is the LSTM alone."""
+    after them. The table starts at zero, so an untrained model is the LSTM alone.
 
-    def __init__(self, vocab_size: int, order: int, buckets: int, width: int, padding_idx: int = 0):
+    ``active`` False leaves the logits to the LSTM alone: training with ``ngram_fit="separate"``
+    trains the LSTM that way, then fits this table as a logistic regression (core/wide.py)."""
+
+    def __init__(self, vocab_size: int, order: int, buckets: int, width: int, padding_idx: int = 0,
+                 hash_version: int = 2):
         super().__init__()
-        self.vocab_size, self.order, self.buckets = vocab_size, order, buckets
+        self.vocab_size, self.order, self.buckets, self.hash_version = vocab_size, order, buckets, hash_version
+        self.active = True
         rows = vocab_size + (buckets if order >= 2 else 0)
         self.table = nn.Embedding(rows, width, padding_idx=padding_idx)
         nn.init.zeros_(self.table.weight)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        scores = self.table(ids)  # (B, T, W)
-        previous = ids
-        hashed = ids
+    def rows(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Table rows per token (B, T) for each order 1..order: the word, then the n-gram ending there."""
+        out = [ids]
+        previous = hashed = ids
         for n in range(2, self.order + 1):
             # the token n-1 places back; <pad> (0) before the start of the text
             previous = torch.cat([torch.zeros_like(ids[:, :1]), previous[:, :-1]], dim=1)
-            hashed = (hashed * NGRAM_PRIME + previous + n) % self.buckets  # (B, T), n-gram ending at t
-            scores = scores + self.table(hashed + self.vocab_size)
+            if self.hash_version == 1:
+                hashed = (hashed * NGRAM_PRIME + previous + n) % self.buckets
+            else:
+                a, b = NGRAM_MULTIPLIERS
+                hashed = (hashed * a + previous * b + n) % self.buckets
+            out.append(hashed + self.vocab_size)
+        return out
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        scores = None
+        for rows in self.rows(ids):
+            scores = self.table(rows) if scores is None else scores + self.table(rows)  # (B, T, W)
         # padding scores nothing, so a text of <pad> (the explanations' baseline) scores exactly 0
         return scores * (ids != self.table.padding_idx).unsqueeze(-1).to(scores.dtype)
 
@@ -175,7 +203,7 @@ class LSTMClassifier(nn.Module):
         self.attention = AdditiveAttention(out_dim) if config.pooling == "attention" else None
         self.heads = nn.ModuleList(nn.Linear(out_dim, head_size(n)) for n in config.num_classes)
         self.ngrams = NgramScores(config.vocab_size, config.ngrams, config.ngram_buckets, config.ngram_width,
-                                  config.padding_idx) if config.ngrams else None
+                                  config.padding_idx, config.ngram_hash) if config.ngrams else None
 
     def set_dropout(self, p: float) -> None:
         """Change the dropout rate in place (used by the dropout schedule)."""
@@ -192,7 +220,7 @@ class LSTMClassifier(nn.Module):
         """Add the n-gram model's document scores to each head's logits: the per-token scores
         (channels after the word vectors) summed over real tokens and divided by sqrt(length), as
         an L2-normalised bag of n-grams would weigh them."""
-        if self.ngrams is None:
+        if self.ngrams is None or not self.ngrams.active:
             return logits
         scores = self.dropout(embedded[..., self.config.embedding_dim:])  # (B, T, W); drops whole tokens when W = 1
         scores = scores * mask.unsqueeze(-1).to(scores.dtype)

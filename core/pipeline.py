@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import traceback
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -66,6 +67,9 @@ class RunConfig:
         self.text.validate()
         self.model.validate()
         self.train.validate()
+        if self.train.ngram_fit == "separate" and not self.model.ngrams:
+            raise ValueError("The 'ngram_fit' parameter 'separate' fits the n-gram part after the LSTM: "
+                             "give --ngrams 1, 2 or 3 too, or leave --ngram-fit at joint.")
         if self.text.extend_vocab and not self.pretrained_vectors:
             raise ValueError("The 'extend_vocab' parameter adds words of the pretrained vectors to the vocabulary: "
                              "give --pretrained-vectors too, or set it to 0.")
@@ -363,6 +367,13 @@ def fit_and_publish(cfg: RunConfig, run_dir: Path, model, train, valid, test, la
         model.load_state_dict(result.best_state)
         device = resolve_device(cfg.train.device)
         model.to(device)
+        wide = None
+        if cfg.train.ngram_fit == "separate" and getattr(model, "ngrams", None) is not None:
+            from core.wide import fit_ngram_part
+            fit_started = time.perf_counter()
+            wide = fit_ngram_part(model, train_seqs, train_y, valid_seqs, valid_y, label_sets,
+                                  cfg.train.select_metric, device, log)
+            fit_seconds = round(time.perf_counter() - fit_started, 2)
         valid_metrics = _strip_probs(evaluate_tasks(model, valid_seqs, valid_y, label_sets, device))
         test_metrics = _strip_probs(evaluate_tasks(model, test_seqs, test_y, label_sets, device)) \
             if len(test_seqs) else None
@@ -370,6 +381,8 @@ def fit_and_publish(cfg: RunConfig, run_dir: Path, model, train, valid, test, la
                    "valid": valid_metrics, "test": test_metrics,
                    "epochs_run": len(result.history),
                    "train_seconds": round(sum(r["seconds"] for r in result.history), 2)}
+        if wide is not None:
+            metrics["ngram_fit"], metrics["fit_seconds"] = wide.to_dict(), fit_seconds
         try:
             _save_weights(run_dir / "model.safetensors", model.state_dict())
             atomic_write_json(run_dir / "metrics.json", metrics)
@@ -392,7 +405,6 @@ def _created(run_dir: Path) -> float:
     try:
         return json.loads((run_dir / "status.json").read_text())["created"]
     except (OSError, KeyError, ValueError):
-        import time
         return time.time()
 
 

@@ -26,6 +26,7 @@ from core.models import logits_to_probs
 
 OPTIMIZERS = ("adam", "adamw")
 SELECT_METRICS = ("loss", "accuracy", "macro_f1")
+NGRAM_FITS = ("joint", "separate")
 AMP_MODES = ("off", "auto", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -57,6 +58,10 @@ class TrainConfig:
     # > 1: train this many models (seeds seed, seed+1, ...) on one split and save an ensemble run that
     # averages their probabilities (core/ensemble.py); each member is an ordinary run
     ensemble: int = 1
+    # how the n-gram part (--ngrams) learns: joint = with the LSTM, by the same gradient steps;
+    # separate = the LSTM trains alone, then the n-gram part is fitted as a logistic regression and
+    # added with the weight that scores best on validation (core/wide.py)
+    ngram_fit: str = "joint"
 
     def validate(self) -> "TrainConfig":
         ints = {"epochs": 1, "batch_size": 1, "warmup_steps": 0, "plateau_patience": 0, "patience": 1,
@@ -82,7 +87,7 @@ class TrainConfig:
             raise ValueError(f"The 'ema_decay' parameter must be in [0, 1), e.g. 0.99 (0 = off). "
                              f"Got {self.ema_decay!r} instead.")
         for name, choices in (("optimizer", OPTIMIZERS), ("select_metric", SELECT_METRICS),
-                              ("amp", AMP_MODES), ("device", DEVICES)):
+                              ("amp", AMP_MODES), ("device", DEVICES), ("ngram_fit", NGRAM_FITS)):
             if getattr(self, name) not in choices:
                 raise ValueError(f"The '{name}' parameter must be one of {', '.join(choices)}. "
                                  f"Got {getattr(self, name)!r} instead.")
@@ -233,9 +238,10 @@ def task_loss(logits: torch.Tensor, target: torch.Tensor, smoothing: float,
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], batch_size: int = 256,
-                  device: torch.device | str = "cpu") -> list[np.ndarray]:
-    """Class probabilities per task, in input order. Batches are length-sorted for speed."""
+def predict_logits(model: torch.nn.Module, sequences: Sequence[Sequence[int]], batch_size: int = 256,
+                   device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """Logits per task ((N, 1) for two classes, (N, C) for more), in input order. Batches are
+    length-sorted for speed."""
     model.eval()
     device = torch.device(device)
     order = np.argsort([len(s) for s in sequences], kind="stable")
@@ -244,11 +250,10 @@ def predict_probs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], ba
         index = order[start:start + batch_size]
         ids, lengths = collate([sequences[i] for i in index])
         logits, _ = model(ids.to(device), lengths)
-        probs = [logits_to_probs(t).cpu().numpy() for t in logits]
         if outputs is None:
-            outputs = [[] for _ in probs]
-        for bucket, p in zip(outputs, probs):
-            bucket.append(p)
+            outputs = [[] for _ in logits]
+        for bucket, t in zip(outputs, logits):
+            bucket.append(t.float().cpu().numpy())
     if outputs is None:
         return []
     result = []
@@ -258,6 +263,13 @@ def predict_probs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], ba
         restored[order] = stacked
         result.append(restored)
     return result
+
+
+def predict_probs(model: torch.nn.Module, sequences: Sequence[Sequence[int]], batch_size: int = 256,
+                  device: torch.device | str = "cpu") -> list[np.ndarray]:
+    """Class probabilities per task, in input order."""
+    return [logits_to_probs(torch.from_numpy(t)).numpy()
+            for t in predict_logits(model, sequences, batch_size, device)]
 
 
 def evaluate_tasks(model, sequences, y: np.ndarray, label_sets: Sequence[Sequence[str]], device,
@@ -342,6 +354,10 @@ def fit(model: torch.nn.Module, train_seqs: Sequence[Sequence[int]], train_y: np
     model.to(device)
     base_model = model.module if hasattr(model, "module") else model
     base_model.embedding.weight.requires_grad_(not config.freeze_embeddings)
+    ngrams = getattr(base_model, "ngrams", None)
+    if ngrams is not None and config.ngram_fit == "separate":  # fitted after training (core/wide.py)
+        ngrams.table.weight.requires_grad_(False)
+        ngrams.active = False
     if distributed is not None:  # wrapped after freezing: DDP syncs only parameters that take gradients
         model = distributed.wrap(base_model)
     params = [p for p in model.parameters() if p.requires_grad]

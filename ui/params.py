@@ -14,16 +14,16 @@ from core.cli import TRAIN_FLAGS
 from core.models import POOLINGS
 from core.pipeline import DataConfig, RunConfig
 from core.text import TOKENIZERS, TRUNCATIONS
-from core.training import AMP_MODES, DEVICES, OPTIMIZERS, SELECT_METRICS
+from core.training import AMP_MODES, DEVICES, NGRAM_FITS, OPTIMIZERS, SELECT_METRICS
 
 PRETRAINED_CHOICES = ("", "glove-6b-50d")  # "" = random initialisation
 CHOICES = {"tokenizer": TOKENIZERS, "pooling": POOLINGS, "optimizer": OPTIMIZERS,
            "select_metric": SELECT_METRICS, "amp": AMP_MODES, "device": DEVICES,
-           "pretrained_vectors": PRETRAINED_CHOICES, "truncation": TRUNCATIONS}
+           "pretrained_vectors": PRETRAINED_CHOICES, "truncation": TRUNCATIONS, "ngram_fit": NGRAM_FITS}
 BASIC = ("epochs", "batch_size", "lr", "embedding_dim", "hidden_dim", "num_layers", "bidirectional",
          "dropout", "pooling", "max_length", "tokenizer", "pretrained_vectors")
-# set by the pipeline from the data, never by hand
-DERIVED = {("model", "vocab_size"), ("model", "num_classes"), ("model", "padding_idx")}
+# set by the pipeline (from the data, or the current n-gram hash), never by hand
+DERIVED = {("model", "vocab_size"), ("model", "num_classes"), ("model", "padding_idx"), ("model", "ngram_hash")}
 # data-split fields live on the Data page; they share these widget keys
 DATA_KEYS = {"valid_fraction": "hp.data.valid_fraction", "test_fraction": "hp.data.test_fraction"}
 

@@ -36,7 +36,9 @@ RESULTS = ROOT / "bench" / "out" / "accuracy.json"
 TARGETS = {"sst2": 0.86, "sst2-random": None, "sst5": 0.48, "trec": 0.93, "imdb": 0.91}
 NGRAM_SUFFIX = "-ngrams"  # <recipe>-ngrams: the same recipe with a bag of words + bigrams beside the LSTM
 SEPARATE_SUFFIX = "-separate"  # <recipe>-separate: + words, bigrams and trigrams fitted after the LSTM
-SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX)
+TRANSFER_SUFFIX = "-transfer"  # <recipe>-transfer: starts from the demo model (IMDB), hidden 128 like it
+TRANSFER_SOURCE = "artifacts/demo"
+SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX, TRANSFER_SUFFIX)
 
 
 def base_name(name: str) -> str:
@@ -55,6 +57,10 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
     if name.endswith(NGRAM_SUFFIX):
         cfg, files = recipe(name[:-len(NGRAM_SUFFIX)], epochs)
         cfg.model.ngrams = 2
+        return cfg, files
+    if name.endswith(TRANSFER_SUFFIX):
+        cfg, files = recipe(name[:-len(TRANSFER_SUFFIX)], epochs)
+        cfg.model.hidden_dim, cfg.init_from = 128, TRANSFER_SOURCE
         return cfg, files
     if name.endswith(SEPARATE_SUFFIX):
         cfg, files = recipe(name[:-len(SEPARATE_SUFFIX)], epochs)
@@ -107,6 +113,8 @@ def cli_command(cfg: RunConfig) -> str:
         parts.append(f"--ngrams {m.ngrams}")
     if tr.ngram_fit != "joint":
         parts.append(f"--ngram-fit {tr.ngram_fit}")
+    if cfg.init_from:
+        parts.append(f"--init-from {cfg.init_from}")
     if cfg.pretrained_vectors:
         parts.append(f"--pretrained-vectors {cfg.pretrained_vectors}")
     else:
@@ -143,7 +151,7 @@ def adopt_run(name: str, run_dir: Path, epochs: int | None) -> tuple[RunConfig, 
     derived = {"vocab_size", "num_classes", "embedding_dim", "padding_idx"}
     mine = {k: v for k, v in cfg.model.to_dict().items() if k not in derived}
     theirs = {k: v for k, v in saved.model.to_dict().items() if k not in derived}
-    if mine != theirs or saved.pretrained_vectors != cfg.pretrained_vectors:
+    if mine != theirs or saved.pretrained_vectors != cfg.pretrained_vectors or saved.init_from != cfg.init_from:
         raise SystemExit(f"{run_dir}: its model settings differ from the {name} recipe")
     status = json.loads((run_dir / "status.json").read_text())
     if status.get("status") != "completed":

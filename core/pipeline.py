@@ -58,6 +58,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     pretrained_vectors: str = ""  # glove-6b-50d, or a path to a GloVe/word2vec/fastText text file
+    # a finished run to start from (fine-tuning): its LSTM, attention and the vectors of the words
+    # both vocabularies share; the heads too when the labels are the same
+    init_from: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +73,9 @@ class RunConfig:
         if self.train.ngram_fit == "separate" and not self.model.ngrams:
             raise ValueError("The 'ngram_fit' parameter 'separate' fits the n-gram part after the LSTM: "
                              "give --ngrams 1, 2 or 3 too, or leave --ngram-fit at joint.")
+        if self.init_from and not Path(self.init_from).is_dir():
+            raise ValueError(f"--init-from {self.init_from}: run directory not found. `python -m core runs` "
+                             f"lists the runs; the demo model is artifacts/demo.")
         if self.text.extend_vocab and not self.pretrained_vectors:
             raise ValueError("The 'extend_vocab' parameter adds words of the pretrained vectors to the vocabulary: "
                              "give --pretrained-vectors too, or set it to 0.")
@@ -80,10 +86,10 @@ class RunConfig:
         if not isinstance(raw, dict):
             raise ValueError("A config file must hold one JSON object with sections data, text, model, train.")
         sections = {"data": DataConfig, "text": TextConfig, "model": ModelConfig, "train": TrainConfig}
-        unknown = set(raw) - set(sections) - {"pretrained_vectors"}
+        unknown = set(raw) - set(sections) - {"pretrained_vectors", "init_from"}
         if unknown:
             raise ValueError(f"Unknown config section(s) {sorted(unknown)}; "
-                             f"expected {sorted(sections) + ['pretrained_vectors']}.")
+                             f"expected {sorted(sections) + ['pretrained_vectors', 'init_from']}.")
         built = {}
         for name, cls_ in sections.items():
             part = raw.get(name, {}) or {}
@@ -93,7 +99,8 @@ class RunConfig:
                 raise ValueError(f"Unknown key(s) {sorted(bad)} in config section '{name}'; "
                                  f"known keys: {sorted(known)}.")
             built[name] = cls_(**part)
-        return cls(**built, pretrained_vectors=raw.get("pretrained_vectors", "") or "")
+        return cls(**built, pretrained_vectors=raw.get("pretrained_vectors", "") or "",
+                   init_from=raw.get("init_from", "") or "")
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
@@ -320,7 +327,54 @@ def build_initial_model(cfg: RunConfig, encoder: TextEncoder, label_sets: list[l
     if matrix is not None:
         with torch.no_grad():
             model.embedding.weight.copy_(torch.from_numpy(matrix))
+    if cfg.init_from:
+        initialise_from_run(model, encoder, label_sets, cfg.init_from, log)
     return model, coverage
+
+
+# what must match for a run's weights to fit the new model
+TRANSFER_FIELDS = ("embedding_dim", "hidden_dim", "num_layers", "bidirectional", "pooling", "layer_norm",
+                   "residual", "hierarchical")
+
+
+def initialise_from_run(model, encoder: TextEncoder, label_sets: list[list[str]], source: str | Path,
+                        log: Callable[[str], None]) -> None:
+    """Start ``model`` from a finished run: the word vectors of the words both vocabularies hold,
+    every LSTM/attention/norm weight, and the heads when the labels are the same."""
+    from core.predict import Predictor
+
+    source_model = Predictor.load(source)
+    if not isinstance(source_model.model, type(model)):
+        raise RunError(f"--init-from {source}: it is a {type(source_model.model).__name__}; start from a single "
+                       f"model run of the same kind (not an ensemble).")
+    theirs_cfg, mine_cfg = source_model.model.config, model.config
+    differ = [f for f in TRANSFER_FIELDS if getattr(theirs_cfg, f) != getattr(mine_cfg, f)]
+    if differ:
+        flags = " ".join(f"--{f.replace('_', '-')} {getattr(theirs_cfg, f)}" for f in differ)
+        raise ValueError(f"--init-from {source}: its model differs in {', '.join(differ)}; train with the same "
+                         f"architecture ({flags}) to start from it.")
+    theirs = source_model.model.state_dict()
+    mine = model.state_dict()
+    same_labels = source_model.labels == label_sets
+    copied = 0
+    for name, tensor in mine.items():
+        if name.startswith("embedding.") or name.startswith("ngrams."):
+            continue
+        if name.startswith("heads.") and not same_labels:
+            continue
+        if name in theirs and theirs[name].shape == tensor.shape:
+            mine[name] = theirs[name].clone()
+            copied += 1
+    rows = [(i, source_model.encoder.vocab.stoi.get(word)) for i, word in enumerate(encoder.vocab.itos)]
+    rows = [(i, j) for i, j in rows if j is not None and i > 1]  # not <pad>, <unk>
+    if rows:
+        index, their_index = torch.tensor([i for i, _ in rows]), torch.tensor([j for _, j in rows])
+        mine["embedding.weight"] = mine["embedding.weight"].clone()
+        mine["embedding.weight"][index] = theirs["embedding.weight"][their_index]
+    model.load_state_dict(mine)
+    log(f"initialised from {source}: {copied} weight tensors"
+        + ("" if same_labels else " (new heads: the labels differ)")
+        + f", vectors of {len(rows)} of {len(encoder.vocab)} words")
 
 
 def write_run_files(run_dir: Path, cfg: RunConfig, encoder: TextEncoder, label_columns: list[str],

@@ -42,8 +42,9 @@ class WideFit:
     def describe(self) -> str:
         parts = []
         for t in self.tasks:
-            parts.append(f"C={t['C']:g}, weight {t['weight']:g}: validation {self.metric} "
-                         f"{t['valid_lstm']:.4f} (LSTM alone) -> {t['valid_fused']:.4f}")
+            parts.append(f"C={t['C']:g}, weight {t['weight']:g}, temperature {t['temperature']:g}: validation "
+                         f"{self.metric} {t['valid_lstm']:.4f} (LSTM alone) -> {t['valid_fused']:.4f}, "
+                         f"log loss {t['valid_loss_lstm']:.4f} -> {t['valid_loss_fused']:.4f}")
         return "n-gram part fitted: " + "; ".join(parts)
 
 
@@ -125,14 +126,14 @@ def fit_ngram_part(model, train_seqs: Sequence[Sequence[int]], train_y: np.ndarr
         f"fitting a logistic regression for each of C={', '.join(f'{c:g}' for c in c_grid)}")
 
     table = np.zeros((ngrams.table.num_embeddings, ngrams.table.embedding_dim), dtype=np.float64)
-    biases = []
+    biases, temperatures = [], []
     report = WideFit(metric)
     start = 0
     for k, labels in enumerate(label_sets):
         width, y, yv = head_size(len(labels)), train_y[:, k], valid_y[:, k]
         deep = valid_lstm[k].astype(np.float64)
         before = _score(deep, yv, metric)
-        best = (before, 0.0, c_grid[0], None)  # weight 0: the LSTM alone
+        best = (before, 0.0, c_grid[0], None, deep)  # weight 0: the LSTM alone
         for C in c_grid:
             if len(np.unique(y)) < 2:
                 break  # nothing to fit: one class only
@@ -143,27 +144,43 @@ def fit_ngram_part(model, train_seqs: Sequence[Sequence[int]], train_y: np.ndarr
             for weight in weight_grid:
                 if weight == 0:
                     continue
-                score = _score(deep + weight * wide, yv, metric)
+                fused = deep + weight * wide
+                score = _score(fused, yv, metric)
                 if score > best[0]:
-                    best = (score, weight, C, (coef, intercept))
-        score, weight, C, fitted = best
+                    best = (score, weight, C, (coef, intercept), fused)
+        score, weight, C, fitted, fused = best
+        # two models' evidence added up is overconfident: one temperature for the sum, fitted to the
+        # validation log loss (it never changes which class wins)
+        temperature = _temperature(fused, yv) if fitted is not None else 1.0
         if fitted is not None:
             coef, intercept = fitted
-            table[:, start:start + width] = weight * (coef.T * idf[:, None])
+            table[:, start:start + width] = weight * (coef.T * idf[:, None]) / temperature
             biases.append(weight * intercept)
         else:
             biases.append(np.zeros(width))
-        report.tasks.append({"task": k, "C": C, "weight": weight, "valid_lstm": before[0] if metric != "loss"
-                             else -before[0], "valid_fused": score[0] if metric != "loss" else -score[0]})
+        temperatures.append(temperature)
+        report.tasks.append({"task": k, "C": C, "weight": weight, "temperature": round(temperature, 4),
+                             "valid_lstm": before[0] if metric != "loss" else -before[0],
+                             "valid_fused": score[0] if metric != "loss" else -score[0],
+                             "valid_loss_lstm": -before[1], "valid_loss_fused": -_score(fused / temperature, yv, "loss")[0]})
         start += width
     table[ngrams.table.padding_idx] = 0.0
     with torch.no_grad():
         ngrams.table.weight.copy_(torch.from_numpy(table).to(ngrams.table.weight))
-        for head, bias in zip(model.heads, biases):
+        for head, bias, temperature in zip(model.heads, biases, temperatures):
             head.bias.add_(torch.from_numpy(np.asarray(bias, dtype=np.float64)).to(head.bias))
+            head.weight.div_(temperature)
+            head.bias.div_(temperature)
     ngrams.active = True
     log(report.describe())
     return report
+
+
+def _temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The divisor of ``logits`` with the lowest log loss on (logits, y), from 0.5 to 4."""
+    grid = np.geomspace(0.5, 4.0, 61)
+    losses = [-_score(logits / t, y, "loss")[0] for t in grid]
+    return float(grid[int(np.argmin(losses))])
 
 
 def _full_coef(lr, n_classes: int, width: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:

@@ -175,3 +175,68 @@ def test_extend_vocab_lets_unseen_words_keep_their_pretrained_vectors(tmp_path):
     cfg.pretrained_vectors = ""
     with pytest.raises(ValueError, match="'extend_vocab' parameter"):
         train_run(cfg, runs_dir=tmp_path / "runs", run_id="no-vectors", log=lambda line: None)
+
+
+# ---- starting from a finished run (--init-from) -------------------------------------------------
+
+def _source_run(tmp_path, labels=("neg", "pos")):
+    data = write_keyword_csv(tmp_path / "source.csv", 300, seed=1, labels=labels)
+    result = train_run(tiny_config(data, epochs=6, seed=2), runs_dir=tmp_path / "runs", run_id="source",
+                       log=lambda line: None)
+    assert result.status == "completed"
+    return result.run_dir
+
+
+def test_init_from_starts_with_the_runs_lstm_and_the_vectors_of_shared_words(tmp_path):
+    from core.pipeline import build_initial_model, fit_encoder
+    from core.predict import Predictor
+
+    source = Predictor.load(_source_run(tmp_path))
+    # new labels and a vocabulary of its own, partly shared with the source's
+    data = write_keyword_csv(tmp_path / "target.csv", 200, seed=3, filler=["the", "movie", "brand", "new", "words"],
+                             labels=("negative", "positive"), keywords={"negative": "awful", "positive": "great"})
+    cfg = tiny_config(data)
+    cfg.init_from = str(source.metadata["run_dir"])
+    splits = load_splits(cfg.data, 5, log=lambda line: None)
+    encoder = fit_encoder(cfg, splits.train.texts)
+    lines = []
+    model, _ = build_initial_model(cfg, encoder, label_sets_for(splits.train), lines.append)
+    theirs, mine = source.model.state_dict(), model.state_dict()
+    for name in theirs:
+        if name.startswith("lstms.") or name.startswith("attention."):
+            assert torch.equal(theirs[name], mine[name]), name
+    for word in ("great", "awful", "the"):
+        assert torch.equal(mine["embedding.weight"][encoder.vocab.stoi[word]],
+                           theirs["embedding.weight"][source.encoder.vocab.stoi[word]])
+    assert not torch.equal(mine["heads.0.weight"], theirs["heads.0.weight"])  # labels differ: a new head
+    assert any("new heads" in line and "initialised from" in line for line in lines)
+
+
+def test_init_from_with_the_same_labels_starts_from_a_model_that_already_works(tmp_path):
+    from core.predict import Predictor
+
+    source_dir = _source_run(tmp_path)
+    data = write_keyword_csv(tmp_path / "more.csv", 200, seed=9)
+    cfg = tiny_config(data, epochs=1, lr=1e-6)
+    cfg.init_from = str(source_dir)
+    result = train_run(cfg, runs_dir=tmp_path / "runs", log=lambda line: None)
+    # one epoch at a learning rate too small to learn anything: the accuracy is the source model's
+    assert result.metrics["valid"]["accuracy"] >= 0.95
+    assert Predictor.load(result.run_dir).predict(["great"])[0].label == "pos"
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["run"]["init_from"] == str(source_dir)
+
+
+def test_init_from_explains_what_does_not_fit(tmp_path, capsys):
+    from core.cli import main
+
+    source_dir = _source_run(tmp_path)
+    data = write_keyword_csv(tmp_path / "more.csv", 100, seed=9)
+    assert main(["train", "--train", str(data), "--init-from", str(source_dir), "--hidden-dim", "32",
+                 "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "hidden_dim" in err[0] and "--hidden-dim 8" in err[0], err
+    assert main(["train", "--train", str(data), "--init-from", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run directory not found" in err[0]

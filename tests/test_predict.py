@@ -94,3 +94,20 @@ def test_load_errors_are_clear(run_dir, tmp_path):
     (partial / "vocab.json").write_text(json.dumps(vocab))
     with pytest.raises(RunError, match="vocab.json has .* tokens but the model expects"):
         Predictor.load(partial, weights="best.safetensors")
+
+
+def test_the_shipped_demo_model_reads_reviews_and_explains_them():
+    """artifacts/demo: the IMDB LSTM with its fitted n-gram part, as a user gets it after install."""
+    from core.explain import Explainer
+
+    demo = Path(__file__).resolve().parents[1] / "artifacts" / "demo"
+    predictor = Predictor.load(demo)
+    assert predictor.model.ngrams is not None and predictor.model.config.ngram_hash == 2
+    reviews = ["One of the best films I have seen this year, moving and beautifully acted.",
+               "A dull, lifeless waste of time. The plot makes no sense and the acting is wooden.",
+               "I expected to hate it, but it was wonderful from start to finish."]
+    assert [p.label for p in predictor.predict(reviews)] == ["pos", "neg", "pos"]
+    explanation = Explainer(predictor).explain(reviews[1], "ig", n_steps=32)
+    assert explanation.diagnostics["completeness_error"] <= 0.05
+    top = {explanation.tokens[i] for i in explanation.top(3)}
+    assert top & {"dull", "lifeless", "waste", "wooden"}, top

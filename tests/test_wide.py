@@ -67,12 +67,15 @@ def test_separate_fit_trains_the_lstm_alone_then_adds_a_better_ngram_part(keywor
     # the LSTM trained exactly as without n-grams: same weights, same history
     a, b = load_file(str(plain.run_dir / "model.safetensors")), load_file(str(wide.run_dir / "model.safetensors"))
     for name, tensor in a.items():
-        if name != "heads.0.bias":  # the fit adds the logistic regression's intercept there
+        if not name.startswith("heads."):  # the fit adds the intercept there and divides by the temperature
             assert torch.equal(tensor, b[name]), name
     assert [r["valid_accuracy"] for r in plain.history] == [r["valid_accuracy"] for r in wide.history]
     fit = wide.metrics["ngram_fit"]["tasks"][0]
     assert fit["weight"] > 0 and fit["valid_fused"] > fit["valid_lstm"] + 0.05
     assert fit["valid_fused"] == pytest.approx(wide.metrics["valid"]["accuracy"])  # the saved model is the fused one
+    # calibrated: the temperature leaves the fused model no more overconfident than the fit found best
+    assert fit["valid_loss_fused"] == pytest.approx(wide.metrics["valid"]["loss"], abs=1e-4)
+    assert fit["valid_loss_fused"] < fit["valid_loss_lstm"]
     assert wide.metrics["test"]["accuracy"] > plain.metrics["test"]["accuracy"] + 0.05
     # a user sees the keywords carry the n-gram part's weight, with the right signs
     predictor = Predictor.load(wide.run_dir)

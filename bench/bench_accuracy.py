@@ -41,11 +41,18 @@ TRANSFER_SOURCE = "artifacts/demo"
 SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX, TRANSFER_SUFFIX)
 
 
-def base_name(name: str) -> str:
+def parent_name(name: str) -> tuple[str, str]:
+    """``sst5-transfer-separate`` -> (``sst5-transfer``, ``-separate``); a plain recipe -> (name, "")."""
     for suffix in SUFFIXES:
         if name.endswith(suffix):
-            return name[:-len(suffix)]
-    return name
+            return name[:-len(suffix)], suffix
+    return name, ""
+
+
+def base_name(name: str) -> str:
+    """The dataset's plain recipe: every suffix removed."""
+    parent, suffix = parent_name(name)
+    return base_name(parent) if suffix else name
 
 ANCHORS = {"sst2": "published BiLSTM 85.9% (GLUE)", "sst2-random": "",
            "sst5": "CNN 48.0% (Kim 2014)", "trec": "CNN 93.6% (Kim 2014)",
@@ -195,22 +202,25 @@ def render(results: dict) -> str:
     commands = "\n".join(f"- {name}: `{r['command']}`" for name, r in results.items())
     pairs = {suffix: [] for suffix in SUFFIXES}
     for name, r in results.items():
-        base = results.get(base_name(name))
-        if name != base_name(name) and base:
+        parent, suffix = parent_name(name)
+        base = results.get(parent)
+        if suffix and base:
             valid = ("validation not recorded for the plain run" if base.get("valid_accuracy") is None else
                      f"validation {base['valid_accuracy']:.2%} -> {r['valid_accuracy']:.2%}")
-            pairs[name[len(base_name(name)):]].append(
-                f"{base_name(name)}: {valid}, test {base['accuracy']:.2%} -> {r['accuracy']:.2%}")
+            pairs[suffix].append(f"{parent}: {valid}, test {base['accuracy']:.2%} -> {r['accuracy']:.2%}")
     chosen = []
     for base in dict.fromkeys(base_name(n) for n in results):
         target = TARGETS.get(base)
-        candidates = [n for n in results if base_name(n) == base and results[n].get("valid_accuracy") is not None]
-        if target is None or not candidates:
-            continue
-        best = max(candidates, key=lambda n: results[n]["valid_accuracy"])
-        verdict = "met" if results[best]["accuracy"] >= target else "not met"
-        chosen.append(f"{base}: `{best}` (validation {results[best]['valid_accuracy']:.2%}), test "
-                      f"**{results[best]['accuracy']:.2%}**, target {target:.0%} {verdict}")
+        for transfer in (False, True):
+            candidates = [n for n in results if base_name(n) == base and results[n].get("valid_accuracy") is not None
+                          and (TRANSFER_SUFFIX in n) == transfer]
+            if target is None or not candidates:
+                continue
+            best = max(candidates, key=lambda n: results[n]["valid_accuracy"])
+            verdict = "met" if results[best]["accuracy"] >= target else "not met"
+            chosen.append(f"{base}, {'starting from the IMDB model' if transfer else 'its own training data only'}: "
+                          f"`{best}` (validation {results[best]['valid_accuracy']:.2%}), test "
+                          f"**{results[best]['accuracy']:.2%}**, target {target:.0%} {verdict}")
     return f"""## Accuracy (issue: core engine)
 
 Command: `python bench/bench_accuracy.py --threads 1 --datasets {','.join(results)}` (results accumulate in
@@ -238,6 +248,12 @@ both: plain -> separate: {"; ".join(pairs[SEPARATE_SUFFIX]) or "not measured yet
 gets the same part without training again: `python -m core fit-ngrams --run DIR` (the IMDB row
 was made that way from the plain IMDB run, the demo model).
 
+A name ending in `-transfer` is the sentence recipe with `--hidden-dim 128 --init-from artifacts/demo`:
+it starts from the demo model's LSTM, attention and word vectors, which were trained on IMDB's
+labelled reviews, then trains and selects on the dataset's own splits like every other row. It
+uses more labelled data than the dataset's training split (IMDB's), so it is listed apart above;
+section "Starting from the IMDB model" below gives five seeds of it.
+
 A name ending in `-ngrams` is the recipe plus `--ngrams 2` trained jointly with the LSTM ("wide
 and deep"): {"; ".join(pairs[NGRAM_SUFFIX]) or "not measured yet"}. Rows marked "hash before the
 fix" were trained when the bigram hash put a 25,000-word vocabulary's bigrams into 100,000 of the
@@ -250,18 +266,18 @@ smoothing 0.1, FGM adversarial training (epsilon 1.0) and 256 hidden units each 
 there (a frozen embedding, dropout 0.3, two layers, batch 32 and weight averaging with
 `--ema-decay 0.99` did not), and the sentence recipe was applied unchanged to SST-5 and TREC. IMDB
 uses FGM too (its validation accuracy rose from 90.5% to 91.6%, test from 89.9% to 90.2%) but keeps
-hidden 128 to fit the CPU budget. No test figure was used to choose anything. The recipe's seed 13
-is a good draw: the same recipe with seeds 14 to 17 scores 83.6% to 85.7% on SST-2 and 44.6% to
-47.2% on SST-5 (section "Seed ensembles" below), and averaging 5 seeds (`--ensemble 5`) gives 85.89%
-on SST-2, 46.47% on SST-5 and, with 3 seeds, 90.41% on IMDB: closer, still short of the targets.
-The remaining gap is the 50-dimensional GloVe vectors (the published LSTM figures use 300d
-vectors, SST-2's phrase-level labels, or a pre-trained language model) and the CPU budget: one
-IMDB model trains for close to an hour here. A GPU run to try against the IMDB target (not run here: no GPU was lent to
-this work) keeps the recipe and reads more of each review with a larger model:
-`python -m core train --train ../shared/data/imdb/train.csv.gz --test ../shared/data/imdb/test.csv.gz
---valid-fraction 0.1 --test-fraction 0 --max-length 1000 --hidden-dim 256
---num-layers 2 --fgm-epsilon 1.0 --pretrained-vectors glove-6b-50d --epochs 15 --patience 3
---device cuda --amp`, or with 300d GloVe vectors by path (`--pretrained-vectors glove.6B.300d.txt`).
+hidden 128 to fit the CPU budget. No test figure was used to choose anything.
+
+IMDB meets its target with the n-gram part fitted after the LSTM (`imdb-separate`, 91.18%, chosen
+by validation; the LSTM alone 90.20%, TF-IDF + LR alone 90.5%): 51 minutes of LSTM training plus
+about 5 minutes for the fit on this CPU. On the sentence sets, trained on their own data only,
+seed 13 of the plain recipe is a good draw and still short (seeds 14 to 17 score 83.6% to 85.7% on
+SST-2 and 44.6% to 47.2% on SST-5; 5 seeds averaged give 85.89% and 46.47%, section "Seed
+ensembles"), and the fitted n-grams add little there (a sentence has few n-grams; validation chose
+weights of 0.1). What closes the gap on SST-2 and SST-5 is starting from the IMDB model
+(`-transfer` rows, and five seeds of them in section "Starting from the IMDB model"): the published
+LSTM figures these targets come from use 300d vectors, SST's phrase-level labels, or a pre-trained
+language model, none of which this CPU-only, offline setup has.
 """
 
 

@@ -108,9 +108,13 @@ def fit_ngram_part(model, train_seqs: Sequence[Sequence[int]], train_y: np.ndarr
                    metric: str = "accuracy", device: torch.device | str = "cpu",
                    log: Callable[[str], None] = print, c_grid: Sequence[float] = C_GRID,
                    weight_grid: Sequence[float] = WEIGHT_GRID) -> WideFit:
-    """Fit ``model.ngrams`` (in place) for every task; the LSTM's weights stay as they are.
+    """Fit ``model.ngrams`` (in place) for every task. The LSTM's weights stay as they are; each
+    head gains the regression's intercept and, with the n-gram table, is divided by the temperature.
 
     ``train_y``/``valid_y`` are (N, tasks) class indices. Choices are made on validation only."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
     ngrams = model.ngrams
@@ -138,7 +142,9 @@ def fit_ngram_part(model, train_seqs: Sequence[Sequence[int]], train_y: np.ndarr
             if len(np.unique(y)) < 2:
                 break  # nothing to fit: one class only
             lr = LogisticRegression(C=C, max_iter=1000, solver="liblinear" if width == 1 else "lbfgs")
-            lr.fit(X_train, y)
+            with warnings.catch_warnings():  # an unconverged fit is still a fit; validation judges it
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                lr.fit(X_train, y)
             coef, intercept = _full_coef(lr, len(labels), width, X_train.shape[1])
             wide = np.asarray(X_valid @ coef.T) + intercept  # (N, width)
             for weight in weight_grid:
@@ -159,10 +165,11 @@ def fit_ngram_part(model, train_seqs: Sequence[Sequence[int]], train_y: np.ndarr
         else:
             biases.append(np.zeros(width))
         temperatures.append(temperature)
+        sign = -1 if metric == "loss" else 1  # report losses as losses
         report.tasks.append({"task": k, "C": C, "weight": weight, "temperature": round(temperature, 4),
-                             "valid_lstm": before[0] if metric != "loss" else -before[0],
-                             "valid_fused": score[0] if metric != "loss" else -score[0],
-                             "valid_loss_lstm": -before[1], "valid_loss_fused": -_score(fused / temperature, yv, "loss")[0]})
+                             "valid_lstm": sign * before[0], "valid_fused": sign * score[0],
+                             "valid_loss_lstm": -before[1],
+                             "valid_loss_fused": -_score(fused / temperature, yv, "loss")[0]})
         start += width
     table[ngrams.table.padding_idx] = 0.0
     with torch.no_grad():

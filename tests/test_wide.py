@@ -87,11 +87,22 @@ def test_separate_fit_trains_the_lstm_alone_then_adds_a_better_ngram_part(keywor
 
 def test_separate_fit_handles_several_classes(tmp_path):
     data = write_keyword_csv(tmp_path / "pets.csv", 450, seed=4, labels=("cat", "dog", "bird"))
-    result = train_run(_weak_lstm(data, ngrams=1, ngram_fit="separate"), runs_dir=tmp_path, log=lambda line: None)
+    result = train_run(_weak_lstm(data, ngrams=1, ngram_fit="separate", select_metric="macro_f1"), runs_dir=tmp_path,
+                       log=lambda line: None)
     assert result.status == "completed"
     assert Predictor.load(result.run_dir).model.ngrams.table.weight.shape[1] == 3
+    assert result.metrics["ngram_fit"]["metric"] == "macro_f1"
     fit = result.metrics["ngram_fit"]["tasks"][0]
+    assert fit["valid_fused"] == pytest.approx(result.metrics["valid"]["macro_f1"])
     assert fit["valid_fused"] > fit["valid_lstm"] and result.metrics["test"]["accuracy"] >= 0.9
+
+
+def test_separate_fit_chosen_by_validation_loss_reports_losses(keyword_csv, tmp_path):
+    result = train_run(_weak_lstm(keyword_csv, ngrams=2, ngram_buckets=5000, ngram_fit="separate",
+                                  select_metric="loss"), runs_dir=tmp_path, log=lambda line: None)
+    fit = result.metrics["ngram_fit"]["tasks"][0]
+    assert 0 < fit["valid_loss_fused"] <= fit["valid_fused"] < fit["valid_lstm"]  # lower is better
+    assert fit["valid_loss_fused"] == pytest.approx(result.metrics["valid"]["loss"], abs=1e-4)
 
 
 def test_fit_ngrams_adds_the_same_part_to_a_finished_run(keyword_csv, tmp_path, capsys):

@@ -109,6 +109,19 @@ def measure(name: str, size: int) -> dict:
             "member_train_seconds": train_seconds, "n_valid": len(parts["valid"][1]), "n_test": len(parts["test"][1])}
 
 
+def measure_and_record(name: str, size: int, results_file: Path) -> dict:
+    """``measure`` one recipe and add it to ``results_file`` (re-read first: other invocations may
+    have added to it meanwhile); returns all the results."""
+    measured = measure(name, size)
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    results[name] = measured
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(json.dumps(results, indent=2))
+    print(f"{name}: members {', '.join(f'{a:.4f}' for a in measured['member_test'])}; "
+          f"ensemble of {measured['size']}: {measured['ensemble_test']:.4f}", flush=True)
+    return results
+
+
 def render(results: dict) -> str:
     rows, curves = [], []
     width = max(len(x["test_by_size"]) for x in results.values())
@@ -180,13 +193,7 @@ def main() -> None:
     sizes = {k: int(v) for k, v in (item.split("=") for item in args.sizes.split(","))}
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for name in [] if args.render_only else args.datasets.split(","):
-        measured = measure(name, sizes.get(name, 3))
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        results[name] = measured
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2))
-        print(f"{name}: members {', '.join(f'{a:.4f}' for a in measured['member_test'])}; "
-              f"ensemble of {measured['size']}: {measured['ensemble_test']:.4f}", flush=True)
+        results = measure_and_record(name, sizes.get(name, 3), RESULTS)
     order = [n for base in ("sst2", "sst5", "trec", "imdb") for n in (base, base + "-ext") if n in results]
     markdown = render({n: results[n] for n in order})
     print(markdown)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_accuracy import TARGETS, base_name, cli_command, recipe  # noqa: E402
-from bench.bench_ensemble import measure  # noqa: E402
+from bench.bench_ensemble import measure_and_record  # noqa: E402
 from bench.common import ROOT, update_section  # noqa: E402
 
 RESULTS = ROOT / "bench" / "out" / "transfer.json"
@@ -95,13 +95,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     for name in [] if args.render_only else args.datasets.split(","):
-        measured = measure(name, args.size)
-        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-        results[name] = measured
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2))
-        print(f"{name}: members {', '.join(f'{a:.4f}' for a in measured['member_test'])}; "
-              f"ensemble {measured['ensemble_test']:.4f}", flush=True)
+        measure_and_record(name, args.size, RESULTS)
     results = json.loads(RESULTS.read_text())
     markdown = render({n: results[n] for n in sorted(results, key=lambda n: (base_name(n), n.count("-"), n))})
     print(markdown)

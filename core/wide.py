@@ -264,9 +264,6 @@ def fit_ngrams_run(source: str | Path, ngrams: int = 3, buckets: int = 1_000_000
 
     (train_seqs, train_y), (valid_seqs, valid_y), (test_seqs, test_y) = (
         encode(splits.train), encode(splits.valid), encode(splits.test))
-    vocab_words = list(predictor.encoder.vocab.itos)
-    if len(vocab_words) != model_cfg.vocab_size:
-        raise RunError(f"{source}: vocab.json does not match the model.")
     report = fit_ngram_part(model, train_seqs, train_y, valid_seqs, valid_y, predictor.labels,
                             cfg.train.select_metric, "cpu", log)
     valid_metrics = evaluate_tasks(model, valid_seqs, valid_y, predictor.labels, "cpu")

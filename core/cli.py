@@ -84,6 +84,37 @@ TRAIN_FLAGS = [
 ]
 
 
+# ``python -m core pretrain``: (flag, section of EncoderRunConfig, field, help)
+PRETRAIN_FLAGS = [
+    ("--text-col", "pretrain", "text_col", "text column of the --texts files (other columns are ignored)"),
+    ("--max-texts", "pretrain", "max_texts", "use at most this many texts, drawn at random with --seed (0 = all)"),
+    ("--valid-fraction", "pretrain", "valid_fraction", "share of the texts held out to report perplexity"),
+    ("--epochs", "pretrain", "epochs", "passes over the texts"),
+    ("--max-steps", "pretrain", "max_steps", "stop after this many batches (0 = no limit)"),
+    ("--batch-size", "pretrain", "batch_size", "texts per batch"),
+    ("--lr", "pretrain", "lr", "peak Adam learning rate (after warmup it decays linearly to a tenth)"),
+    ("--warmup-steps", "pretrain", "warmup_steps", "linear warmup batches"),
+    ("--clip-grad-norm", "pretrain", "clip_grad_norm", "gradient-norm clipping"),
+    ("--output-vocab", "pretrain", "output_vocab", "words the language model predicts; rarer ones as <unk>"),
+    ("--freeze-embeddings", "pretrain", "freeze_embeddings", "keep the pretrained vectors fixed"),
+    ("--seed", "pretrain", "seed", "random seed"),
+    ("--device", "pretrain", "device", "auto, cpu or cuda"),
+    ("--pretrained-vectors", None, "pretrained_vectors", "glove-6b-50d, or a GloVe/word2vec/fastText .txt/.vec(.gz) path"),
+    ("--embedding-dim", "model", "embedding_dim", "word vector size (follows --pretrained-vectors when given)"),
+    ("--hidden-dim", "model", "hidden_dim", "LSTM hidden units per direction (the classifier must use the same)"),
+    ("--num-layers", "model", "num_layers", "stacked LSTM layers (the classifier must use the same)"),
+    ("--bidirectional", "model", "bidirectional", "a backward language model too (the classifier must match)"),
+    ("--dropout", "model", "dropout", "dropout on embeddings, between layers and before the softmax"),
+    ("--layer-norm", "model", "layer_norm", "LayerNorm after each LSTM layer"),
+    ("--residual", "model", "residual", "residual connections between stacked LSTM layers"),
+    ("--tokenizer", "text", "tokenizer", "en, zh (jieba), xx (multilingual) or whitespace"),
+    ("--lowercase", "text", "lowercase", "lowercase text before tokenising"),
+    ("--max-vocab-size", "text", "max_vocab_size", "most frequent tokens kept (their vectors travel to the classifier)"),
+    ("--min-freq", "text", "min_freq", "tokens seen fewer times become <unk>"),
+    ("--max-length", "text", "max_length", "tokens kept per text"),
+]
+
+
 def _defaults():
     from core.pipeline import RunConfig
     return RunConfig()
@@ -94,9 +125,12 @@ def _field_type(section_obj, name):
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = _defaults()
+    _add_flags(parser, TRAIN_FLAGS, _defaults())
+
+
+def _add_flags(parser: argparse.ArgumentParser, table, defaults) -> None:
     group = parser.add_argument_group("hyperparameters (defaults from the config dataclasses)")
-    for flag, section, name, help_text in TRAIN_FLAGS:
+    for flag, section, name, help_text in table:
         holder = defaults if section is None else getattr(defaults, section)
         default = getattr(holder, name)
         kwargs = {"dest": f"{section or 'run'}.{name}", "default": None,
@@ -183,6 +217,19 @@ def cmd_fit_ngrams(args) -> int:
                             log=lambda line: print(line, flush=True))
     print(result.run_dir)
     return 0
+
+
+def cmd_pretrain(args) -> int:
+    from core.pretrain import EncoderRunConfig, pretrain
+    cfg = EncoderRunConfig()
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, name = key.split(".", 1)
+            setattr(cfg if section == "run" else getattr(cfg, section), name, value)
+    cfg.pretrain.texts = list(args.texts)
+    result = pretrain(cfg, out_dir=args.out, run_id=args.run_id, log=lambda line: print(line, flush=True))
+    print(result.run_dir)
+    return 0 if result.status in ("completed", "cancelled") else 1
 
 
 def _load_predictor(args):
@@ -401,6 +448,17 @@ def build_parser() -> argparse.ArgumentParser:
     fit_ngrams.add_argument("--out", default=str(DEFAULT_RUNS_DIR), help="folder for the new run (default: %(default)s)")
     fit_ngrams.add_argument("--run-id", default=None, help="name of the new run directory (default: generated)")
     fit_ngrams.set_defaults(func=cmd_fit_ngrams)
+
+    from core.pretrain import DEFAULT_ENCODERS_DIR, EncoderRunConfig
+    pre = sub.add_parser(
+        "pretrain", help="pretrain an LSTM encoder as a language model on unlabelled texts; start classifiers "
+        "from it with train --init-from DIR")
+    pre.add_argument("--texts", nargs="+", required=True, metavar="PATH",
+                     help="CSV/TSV/JSONL files (optionally .gz) with a text column; labels are not read")
+    pre.add_argument("--out", default=str(DEFAULT_ENCODERS_DIR), help="folder for the encoder (default: %(default)s)")
+    pre.add_argument("--run-id", default=None, help="name of the encoder directory (default: generated)")
+    _add_flags(pre, PRETRAIN_FLAGS, EncoderRunConfig())
+    pre.set_defaults(func=cmd_pretrain)
 
     runs = sub.add_parser("runs", help="list saved runs")
     runs.add_argument("--dir", default=str(DEFAULT_RUNS_DIR))

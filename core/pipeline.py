@@ -340,22 +340,33 @@ TRANSFER_FIELDS = ("embedding_dim", "hidden_dim", "num_layers", "bidirectional",
 def initialise_from_run(model, encoder: TextEncoder, label_sets: list[list[str]], source: str | Path,
                         log: Callable[[str], None]) -> None:
     """Start ``model`` from a finished run: the word vectors of the words both vocabularies hold,
-    every LSTM/attention/norm weight, and the heads when the labels are the same."""
-    from core.predict import Predictor
+    every LSTM/attention/norm weight, and the heads when the labels are the same. ``source`` may
+    also be a pretrained encoder (``python -m core pretrain``): its LSTM and word vectors."""
+    from core.pretrain import is_encoder_dir, load_encoder
 
-    source_model = Predictor.load(source)
-    if not isinstance(source_model.model, type(model)):
-        raise RunError(f"--init-from {source}: it is a {type(source_model.model).__name__}; start from a single "
-                       f"model run of the same kind (not an ensemble).")
-    theirs_cfg, mine_cfg = source_model.model.config, model.config
-    differ = [f for f in TRANSFER_FIELDS if getattr(theirs_cfg, f) != getattr(mine_cfg, f)]
+    if is_encoder_dir(source):
+        theirs_cfg, their_vocab, theirs = load_encoder(source)
+        their_labels, compared = None, [f for f in TRANSFER_FIELDS if f != "pooling"]
+        if getattr(model.config, "hierarchical", False):
+            raise ValueError(f"--init-from {source}: a pretrained encoder starts flat models only; "
+                             f"train without --hierarchical to start from it.")
+    else:
+        from core.predict import Predictor
+        source_model = Predictor.load(source)
+        if not isinstance(source_model.model, type(model)):
+            raise RunError(f"--init-from {source}: it is a {type(source_model.model).__name__}; start from a "
+                           f"single model run of the same kind (not an ensemble).")
+        theirs_cfg, their_vocab, their_labels = source_model.model.config, source_model.encoder.vocab, \
+            source_model.labels
+        theirs, compared = source_model.model.state_dict(), TRANSFER_FIELDS
+    mine_cfg = model.config
+    differ = [f for f in compared if getattr(theirs_cfg, f) != getattr(mine_cfg, f)]
     if differ:
         flags = " ".join(f"--{f.replace('_', '-')} {getattr(theirs_cfg, f)}" for f in differ)
         raise ValueError(f"--init-from {source}: its model differs in {', '.join(differ)}; train with the same "
                          f"architecture ({flags}) to start from it.")
-    theirs = source_model.model.state_dict()
     mine = model.state_dict()
-    same_labels = source_model.labels == label_sets
+    same_labels = their_labels == label_sets
     copied = 0
     for name, tensor in mine.items():
         if name.startswith("embedding.") or name.startswith("ngrams."):
@@ -365,7 +376,7 @@ def initialise_from_run(model, encoder: TextEncoder, label_sets: list[list[str]]
         if name in theirs and theirs[name].shape == tensor.shape:
             mine[name] = theirs[name].clone()
             copied += 1
-    rows = [(i, source_model.encoder.vocab.stoi.get(word)) for i, word in enumerate(encoder.vocab.itos)]
+    rows = [(i, their_vocab.stoi.get(word)) for i, word in enumerate(encoder.vocab.itos)]
     rows = [(i, j) for i, j in rows if j is not None and i > 1]  # not <pad>, <unk>
     if rows:
         index, their_index = torch.tensor([i for i, _ in rows]), torch.tensor([j for _, j in rows])
@@ -373,7 +384,8 @@ def initialise_from_run(model, encoder: TextEncoder, label_sets: list[list[str]]
         mine["embedding.weight"][index] = theirs["embedding.weight"][their_index]
     model.load_state_dict(mine)
     log(f"initialised from {source}: {copied} weight tensors"
-        + ("" if same_labels else " (new heads: the labels differ)")
+        + ("" if same_labels else " (new heads: " + ("a pretrained encoder has none)" if their_labels is None
+                                                     else "the labels differ)"))
         + f", vectors of {len(rows)} of {len(encoder.vocab)} words")
 
 

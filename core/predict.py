@@ -79,6 +79,10 @@ class Predictor:
         if not run_dir.is_dir():
             raise RunError(f"Run directory {run_dir} not found. `python -m core train` prints the run directory "
                            f"as its last line; the app lists runs on the Evaluate page.")
+        from core.pretrain import is_encoder_dir
+        if is_encoder_dir(run_dir):
+            raise RunError(f"{run_dir} is a pretrained encoder (`python -m core pretrain`), not a classifier: "
+                           f"train one from it with `python -m core train ... --init-from {run_dir}`.")
         missing = [n for n in ("config.json", "vocab.json", "labels.json", weights) if not (run_dir / n).is_file()]
         if missing:
             status = _status(run_dir)

@@ -41,7 +41,11 @@ TRANSFER_SOURCE = "artifacts/demo"
 RATINGS_SUFFIX = "-ratings"  # imdb-ratings: the IMDB recipe, 4 epochs, a second head for the 1-10 star rating
 RATINGS_TRANSFER_SUFFIX = "-rtransfer"  # <recipe>-rtransfer: starts from the imdb-ratings run
 RATINGS_SOURCE = "bench/out/runs/imdb-rating-source"
-SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX, TRANSFER_SUFFIX, RATINGS_SUFFIX, RATINGS_TRANSFER_SUFFIX)
+# <recipe>-lm: starts from an LSTM pretrained as a language model on IMDB's training reviews, their
+# labels unread (bench/bench_pretrain.py makes it)
+LM_SUFFIX = "-lm"
+LM_SOURCE = "bench/out/encoders/imdb-lm"
+SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX, TRANSFER_SUFFIX, RATINGS_SUFFIX, RATINGS_TRANSFER_SUFFIX, LM_SUFFIX)
 
 
 def parent_name(name: str) -> tuple[str, str]:
@@ -80,6 +84,13 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
         if not (ROOT / cfg.init_from).is_dir():
             raise SystemExit(f"{name} starts from {cfg.init_from}: train it first with "
                              f"`python bench/bench_accuracy.py --datasets imdb-ratings` and move its run there")
+        return cfg, files
+    if name.endswith(LM_SUFFIX):
+        cfg, files = recipe(name[:-len(LM_SUFFIX)], epochs)
+        cfg.init_from = LM_SOURCE
+        if not (ROOT / cfg.init_from).is_dir():
+            raise SystemExit(f"{name} starts from {cfg.init_from}: make it first with "
+                             f"`python bench/bench_pretrain.py --threads 1 --datasets none`")
         return cfg, files
     if name.endswith(RATINGS_SUFFIX):
         cfg, files = recipe(name[:-len(RATINGS_SUFFIX)], epochs)

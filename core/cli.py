@@ -50,7 +50,8 @@ TRAIN_FLAGS = [
      "scores best on validation)"),
     ("--pretrained-vectors", None, "pretrained_vectors", "glove-6b-50d, or a GloVe/word2vec/fastText .txt/.vec(.gz) path"),
     ("--init-from", None, "init_from", "start from a finished run (fine-tuning): its LSTM, attention and the "
-     "vectors of shared words, its heads too when the labels match; same architecture needed"),
+     "vectors of shared words, its heads too when the labels match; or from an encoder made by `python -m core "
+     "pretrain` (its LSTM and word vectors); same architecture needed"),
     ("--freeze-embeddings", "train", "freeze_embeddings", "keep the pretrained vectors fixed"),
     ("--max-vocab-size", "text", "max_vocab_size", "most frequent tokens kept"),
     ("--min-freq", "text", "min_freq", "tokens seen fewer times become <unk>"),

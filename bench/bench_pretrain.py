@@ -1,0 +1,125 @@
+"""SST-2 and SST-5 started from an LSTM pretrained as a language model on unlabelled movie reviews.
+
+    python bench/bench_pretrain.py --threads 1 --datasets sst2-lm,sst5-lm,sst2,sst5 --size 5
+
+First makes the encoder if bench/out/encoders/imdb-lm is missing: ``python -m core pretrain`` on
+the texts of IMDB's training file (its labels are never read) with the command recorded below.
+Then each ``<name>`` is bench_accuracy's recipe (``-lm``: plus ``--init-from`` that encoder) with
+seeds 13, 14, ...; members are kept in bench/out/ens/ and reused (the plain ``sst2``/``sst5``
+members are the seed-ensemble benchmark's), results go to bench/out/pretrain.json and the
+BENCHMARKS.md section is rebuilt from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.bench_accuracy import LM_SOURCE, TARGETS, base_name, cli_command, recipe  # noqa: E402
+from bench.bench_ensemble import measure_and_record  # noqa: E402
+from bench.common import DATA, ROOT, require_data, update_section  # noqa: E402
+
+RESULTS = ROOT / "bench" / "out" / "pretrain.json"
+ENCODER_FLAGS = "--pretrained-vectors glove-6b-50d --hidden-dim 256 --epochs 1"
+
+
+def encoder_command() -> str:
+    texts = require_data("imdb", "train.csv.gz")
+    source = ROOT / LM_SOURCE
+    return (f"python -m core pretrain --texts {texts} {ENCODER_FLAGS} --out {source.parent.relative_to(ROOT)} "
+            f"--run-id {source.name}")
+
+
+def ensure_encoder() -> dict:
+    source = ROOT / LM_SOURCE
+    if not (source / "model.safetensors").is_file():
+        from core.cli import main as cli
+        print(f"making the encoder: {encoder_command()}", flush=True)
+        if cli(shlex.split(encoder_command())[3:]) != 0:
+            raise SystemExit("pretraining failed; see above")
+    metrics = json.loads((source / "metrics.json").read_text())
+    history = [json.loads(line) for line in (source / "history.jsonl").read_text().splitlines() if line.strip()]
+    config = json.loads((source / "config.json").read_text())
+    return {**metrics, "tokens_per_s": history[-1]["tokens_per_s"], "vocab_size": config["model"]["vocab_size"],
+            "output_vocab": config["run"]["pretrain"]["output_vocab"], "coverage": config["embedding_coverage"]}
+
+
+def render(results: dict, encoder: dict) -> str:
+    rows = []
+    for name, r in results.items():
+        member, valid = np.array(r["member_test"]) * 100, np.array(r["member_valid"]) * 100
+        target = TARGETS.get(base_name(name))
+        rows.append(f"| {name} | {r['size']} | {valid.mean():.2f} ± {valid.std(ddof=1):.2f} "
+                    f"| {member.mean():.2f} ± {member.std(ddof=1):.2f} ({member.min():.2f} to {member.max():.2f}) "
+                    f"| {sum(a >= target for a in r['member_test'])} of {r['size']} | {r['valid_by_size'][-1]:.2%} "
+                    f"| **{r['ensemble_test']:.2%}** | >= {target:.0%} "
+                    f"({'met' if r['ensemble_test'] >= target else 'not met'}) "
+                    f"| {sum(s or 0 for s in r['member_train_seconds']) / 60:.0f} min |")
+    pairs = []
+    for name in results:
+        plain = name[:-3] if name.endswith("-lm") else None
+        if plain in results:
+            a, b = results[plain], results[name]
+            pairs.append(f"{plain}: mean member validation {np.mean(a['member_valid']):.2%} -> "
+                         f"{np.mean(b['member_valid']):.2%}, test {np.mean(a['member_test']):.2%} -> "
+                         f"{np.mean(b['member_test']):.2%}, ensemble {a['ensemble_test']:.2%} -> "
+                         f"{b['ensemble_test']:.2%}")
+    commands = "\n".join(f"- {name}: `{cli_command(recipe(name, None)[0])}` (seeds {r['seeds'][0]}.."
+                         f"{r['seeds'][-1]})" for name, r in results.items())
+    command = encoder_command().replace(str(DATA), "../shared/data")
+    return f"""## Language-model pretraining (issue: core engine)
+
+Command: `python bench/bench_pretrain.py --threads 1 --datasets {','.join(results)} --size 5`
+(results in `bench/out/pretrain.json`; members in `bench/out/ens/`).
+
+The encoder: `{command}`. It reads the 25,000 texts of IMDB's training file and never its labels:
+the forward LSTM predicts each next token, the backward LSTM each previous one, over the
+{encoder['output_vocab']:,} most frequent of its {encoder['vocab_size']:,} words (adaptive softmax), with the GloVe
+vectors frozen. One pass: {encoder['train_tokens']:,} tokens in {encoder['train_seconds'] / 60:.0f} minutes
+({encoder['tokens_per_s']:,.0f} tokens/s on one thread), held-out perplexity {encoder['valid_perplexity']:.0f}.
+A `-lm` recipe is the sentence recipe plus `--init-from` that encoder: its LSTM starts from the
+language model instead of random weights; attention and head start fresh. Like the GloVe vectors,
+the encoder has seen unlabelled text from outside SST and no labels but SST's own.
+
+| recipe | members | member validation, % (mean ± sd) | member test, % (mean ± sd, range) | members at the target | ensemble validation | ensemble test | target | training time (CPU) |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+Plain -> pretrained, five seeds each (13 to 17): {'; '.join(pairs) or 'not measured yet'}.
+
+{commands}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="sst2-lm,sst5-lm,sst2,sst5", help="recipes, or 'none' for the encoder only")
+    parser.add_argument("--size", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    encoder = ensure_encoder()
+    for name in [n for n in args.datasets.split(",") if n and n != "none"]:
+        measure_and_record(name, args.size, RESULTS)
+    if not RESULTS.exists():
+        return
+    results = json.loads(RESULTS.read_text())
+    markdown = render({n: results[n] for n in sorted(results, key=lambda n: (base_name(n), n.count("-"), n))},
+                      encoder)
+    print(markdown)
+    if not args.no_write:
+        update_section("bench_pretrain", markdown)
+
+
+if __name__ == "__main__":
+    main()

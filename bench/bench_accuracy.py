@@ -33,7 +33,7 @@ from core.text import TextConfig  # noqa: E402
 from core.training import TrainConfig  # noqa: E402
 
 RESULTS = ROOT / "bench" / "out" / "accuracy.json"
-TARGETS = {"sst2": 0.86, "sst2-random": None, "sst5": 0.48, "trec": 0.93, "imdb": 0.91}
+TARGETS = {"sst2": 0.86, "sst2-random": None, "sst5": 0.48, "trec": 0.93, "imdb": 0.91, "imdb1k": None}
 NGRAM_SUFFIX = "-ngrams"  # <recipe>-ngrams: the same recipe with a bag of words + bigrams beside the LSTM
 SEPARATE_SUFFIX = "-separate"  # <recipe>-separate: + words, bigrams and trigrams fitted after the LSTM
 TRANSFER_SUFFIX = "-transfer"  # <recipe>-transfer: starts from the demo model (IMDB), hidden 128 like it
@@ -125,9 +125,35 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
                         train=TrainConfig(epochs=epochs or 8, batch_size=64, lr=2e-3, patience=2, label_smoothing=0.1,
                                           fgm_epsilon=1.0),
                         pretrained_vectors="glove-6b-50d")
+    elif name == "imdb1k":  # few labels: 1,000 labelled reviews (800 train, 200 validation)
+        files = few_label_imdb()
+        cfg = RunConfig(data=DataConfig(train=files["train"], test=files["test"], valid_fraction=0.2, test_fraction=0.0),
+                        text=TextConfig(tokenizer="en", max_length=400, min_freq=1),
+                        model=ModelConfig(hidden_dim=256, pooling="attention", dropout=0.5),
+                        train=TrainConfig(epochs=epochs or 15, batch_size=32, lr=2e-3, patience=4,
+                                          label_smoothing=0.1, fgm_epsilon=1.0, select_metric="accuracy"),
+                        pretrained_vectors="glove-6b-50d")
     else:
         raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(TARGETS)}")
     return cfg, files
+
+
+def few_label_imdb(train_size: int = 1_000, test_size: int = 5_000, seed: int = 13) -> dict:
+    """Class-balanced random subsets of IMDB's training and test files, written under bench/out/data
+    (derived from the shared data, never committed)."""
+    import pandas as pd
+
+    out = ROOT / "bench" / "out" / "data"
+    files = {"train": out / f"imdb-train-{train_size}.csv", "test": out / f"imdb-test-{test_size}.csv"}
+    for part, size in (("train", train_size), ("test", test_size)):
+        if files[part].is_file():
+            continue
+        frame = pd.read_csv(require_data("imdb", f"{part}.csv.gz"))
+        subset = pd.concat([frame[frame["label"] == label].sample(size // 2, random_state=seed)
+                            for label in sorted(frame["label"].unique())])
+        out.mkdir(parents=True, exist_ok=True)
+        subset.sample(frac=1.0, random_state=seed)[["text", "label"]].to_csv(files[part], index=False)
+    return {k: str(v) for k, v in files.items()}
 
 
 def cli_command(cfg: RunConfig) -> str:

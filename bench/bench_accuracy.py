@@ -344,7 +344,9 @@ ensembles"), and the fitted n-grams add little there (a sentence has few n-grams
 weights of 0.1). What closes the gap on SST-2 and SST-5 is starting from the IMDB model
 (`-transfer` rows, and five seeds of them in section "Starting from the IMDB model"): the published
 LSTM figures these targets come from use 300d vectors, SST's phrase-level labels, or a pre-trained
-language model, none of which this CPU-only, offline setup has.
+language model far larger than one this CPU can train (the LSTM language model of section
+"Language-model pretraining", trained here on IMDB's unlabelled reviews, lifts SST-2's three-seed
+mean from 84.59% to 85.52%).
 """
 
 

@@ -38,8 +38,6 @@ from core.training import resolve_device, seed_everything
 
 DEFAULT_ENCODERS_DIR = Path("artifacts") / "encoders"
 ENCODER_KIND = "encoder"
-# what the language model changes; the rest of ModelConfig is the classifier's business
-ENCODER_FIELDS = ("embedding_dim", "hidden_dim", "num_layers", "bidirectional", "dropout", "layer_norm", "residual")
 
 
 @dataclass

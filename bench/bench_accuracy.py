@@ -45,7 +45,15 @@ RATINGS_SOURCE = "bench/out/runs/imdb-rating-source"
 # labels unread (bench/bench_pretrain.py makes it)
 LM_SUFFIX = "-lm"
 LM_SOURCE = "bench/out/encoders/imdb-lm"
-SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX, TRANSFER_SUFFIX, RATINGS_SUFFIX, RATINGS_TRANSFER_SUFFIX, LM_SUFFIX)
+# <recipe>-lmft: that encoder after more language-model training on the recipe's own training texts
+# (their labels unread): bench/out/encoders/imdb-lm-<dataset>, made by bench/bench_pretrain.py
+LM_ADAPTED_SUFFIX = "-lmft"
+SUFFIXES = (NGRAM_SUFFIX, SEPARATE_SUFFIX, TRANSFER_SUFFIX, RATINGS_SUFFIX, RATINGS_TRANSFER_SUFFIX, LM_SUFFIX,
+            LM_ADAPTED_SUFFIX)
+
+
+def adapted_encoder(dataset: str) -> str:
+    return f"{LM_SOURCE}-{dataset}"
 
 
 def parent_name(name: str) -> tuple[str, str]:
@@ -85,12 +93,13 @@ def recipe(name: str, epochs: int | None) -> tuple[RunConfig, dict]:
             raise SystemExit(f"{name} starts from {cfg.init_from}: train it first with "
                              f"`python bench/bench_accuracy.py --datasets imdb-ratings` and move its run there")
         return cfg, files
-    if name.endswith(LM_SUFFIX):
-        cfg, files = recipe(name[:-len(LM_SUFFIX)], epochs)
-        cfg.init_from = LM_SOURCE
+    if name.endswith(LM_SUFFIX) or name.endswith(LM_ADAPTED_SUFFIX):
+        parent, suffix = parent_name(name)
+        cfg, files = recipe(parent, epochs)
+        cfg.init_from = LM_SOURCE if suffix == LM_SUFFIX else adapted_encoder(base_name(parent))
         if not (ROOT / cfg.init_from).is_dir():
             raise SystemExit(f"{name} starts from {cfg.init_from}: make it first with "
-                             f"`python bench/bench_pretrain.py --threads 1 --datasets none`")
+                             f"`python bench/bench_pretrain.py --threads 1 --datasets {name}`")
         return cfg, files
     if name.endswith(RATINGS_SUFFIX):
         cfg, files = recipe(name[:-len(RATINGS_SUFFIX)], epochs)

@@ -4,7 +4,9 @@ IMDB with only 1,000 labelled reviews (``imdb1k``), and SST-2.
     python bench/bench_pretrain.py --threads 1 --datasets imdb1k-lm,imdb1k,sst2-lm,sst2 --size 3
 
 First makes the encoder if bench/out/encoders/imdb-lm is missing: ``python -m core pretrain`` on
-the texts of IMDB's training file (its labels are never read) with the command recorded below.
+the texts of IMDB's training file (its labels are never read) with the command recorded below;
+for a ``-lmft`` recipe also that encoder adapted to the recipe's training texts
+(bench/out/encoders/imdb-lm-<dataset>).
 Then each ``<name>`` is bench_accuracy's recipe (``-lm``: plus ``--init-from`` that encoder) with
 seeds 13, 14, ...; members are kept in bench/out/ens/ and reused (the plain ``sst2`` members
 are the seed-ensemble benchmark's), results go to bench/out/pretrain.json and the
@@ -24,13 +26,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_accuracy import LM_SOURCE, TARGETS, base_name, cli_command, recipe  # noqa: E402
+from bench.bench_accuracy import (LM_ADAPTED_SUFFIX, LM_SOURCE, TARGETS, adapted_encoder, base_name,  # noqa: E402
+                                  cli_command, parent_name, recipe)
 from bench.bench_ensemble import measure_and_record  # noqa: E402
 from bench.common import DATA, ROOT, require_data, update_section  # noqa: E402
 
 RESULTS = ROOT / "bench" / "out" / "pretrain.json"
 SINGLES = ROOT / "bench" / "out" / "pretrain-single.json"  # single runs: {name: {valid, test, train_seconds}}
 ENCODER_FLAGS = "--pretrained-vectors glove-6b-50d --hidden-dim 256 --epochs 3 --lr 0.004"
+ADAPT_FLAGS = "--epochs 8 --lr 0.001 --warmup-steps 200"  # on a dataset's training texts (a -lmft recipe)
 
 
 def encoder_command() -> str:
@@ -54,7 +58,27 @@ def ensure_encoder() -> dict:
             "output_vocab": config["run"]["pretrain"]["output_vocab"], "coverage": config["embedding_coverage"]}
 
 
-def render(results: dict, encoder: dict) -> str:
+def adapt_command(dataset: str) -> str:
+    texts = recipe(dataset, None)[1]["train"]
+    target = Path(adapted_encoder(dataset))
+    return (f"python -m core pretrain --texts {texts} --init-from {LM_SOURCE} {ADAPT_FLAGS} --out {target.parent} "
+            f"--run-id {target.name}")
+
+
+def ensure_adapted(dataset: str) -> dict:
+    """The encoder after more language-model training on ``dataset``'s training texts (labels unread)."""
+    target = ROOT / adapted_encoder(dataset)
+    if not (target / "model.safetensors").is_file():
+        from core.cli import main as cli
+        print(f"adapting the encoder: {adapt_command(dataset)}", flush=True)
+        if cli(shlex.split(adapt_command(dataset))[3:]) != 0:
+            raise SystemExit("adapting the encoder failed; see above")
+    history = [json.loads(line) for line in (target / "history.jsonl").read_text().splitlines() if line.strip()]
+    return {"dataset": dataset, **json.loads((target / "metrics.json").read_text()),
+            "first_perplexity": history[0]["valid_perplexity"]}
+
+
+def render(results: dict, encoder: dict, adapted: list[dict]) -> str:
     rows = []
     for name, r in results.items():
         member, valid = np.array(r["member_test"]) * 100, np.array(r["member_valid"]) * 100
@@ -68,7 +92,7 @@ def render(results: dict, encoder: dict) -> str:
                     f"| {sum(s or 0 for s in r['member_train_seconds']) / 60:.0f} min |")
     pairs = []
     for name in results:
-        plain = name[:-3] if name.endswith("-lm") else None
+        plain = parent_name(name)[0] if name.endswith(("-lm", LM_ADAPTED_SUFFIX)) else None
         if plain in results:
             a, b = results[plain], results[name]
             pairs.append(f"{plain}: mean member validation {np.mean(a['member_valid']):.2%} -> "
@@ -83,6 +107,11 @@ def render(results: dict, encoder: dict) -> str:
     commands += "".join(f"\n- {name}: `{cli_command(recipe(name, None)[0])}`" for name in singles)
     command = encoder_command().replace(str(DATA), "../shared/data")
     commands = commands.replace(str(ROOT) + "/", "")
+    adapted_lines = "\n".join(
+        f"- {a['dataset']}: `{adapt_command(a['dataset']).replace(str(DATA), '../shared/data')}`: "
+        f"{a['train_texts']:,} texts ({a['train_tokens']:,} tokens), held-out perplexity on them "
+        f"{a['first_perplexity']:.0f} after the first pass (the new softmax alone for most of it) -> "
+        f"{a['valid_perplexity']:.0f}, {a['train_seconds'] / 60:.0f} min" for a in adapted)
     return f"""## Language-model pretraining (issue: core engine)
 
 Command: `python bench/bench_pretrain.py --threads 1 --datasets {','.join(results)} --size {max(r['size'] for r in results.values())}`
@@ -95,6 +124,12 @@ vectors frozen. One pass: {encoder['train_tokens']:,} tokens in {encoder['train_
 ({encoder['tokens_per_s']:,.0f} tokens/s on one thread), held-out perplexity {encoder['valid_perplexity']:.0f}.
 A `-lm` recipe is the plain recipe plus `--init-from` that encoder: its LSTM starts from the
 language model instead of random weights; attention and head start fresh.
+
+A `-lmft` recipe starts from that encoder after more language-model training on the recipe's own
+training texts, labels unread (`pretrain --init-from`, domain adaptation as in ULMFiT; this
+encoder was saved without its softmax, so a new one learns alone for the first 200 batches while
+the LSTM waits):
+{adapted_lines or '- none made yet'}
 
 `imdb1k` is the case pretraining is for: few labels, many unlabelled texts. 1,000 labelled
 training reviews (500 per class, drawn with seed 13; 800 train, 200 validation), tested on 5,000
@@ -126,13 +161,18 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     encoder = ensure_encoder()
-    for name in [n for n in args.datasets.split(",") if n and n != "none"]:
+    names = [n for n in args.datasets.split(",") if n and n != "none"]
+    for name in names:
+        if name.endswith(LM_ADAPTED_SUFFIX):
+            ensure_adapted(base_name(name))
+    for name in names:
         measure_and_record(name, args.size, RESULTS)
     if not RESULTS.exists():
         return
     results = json.loads(RESULTS.read_text())
+    adapted = [ensure_adapted(base_name(n)) for n in results if n.endswith(LM_ADAPTED_SUFFIX)]
     markdown = render({n: results[n] for n in sorted(results, key=lambda n: (base_name(n), n.count("-"), n))},
-                      encoder)
+                      encoder, adapted)
     print(markdown)
     if not args.no_write:
         update_section("bench_pretrain", markdown)

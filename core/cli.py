@@ -98,6 +98,8 @@ PRETRAIN_FLAGS = [
     ("--clip-grad-norm", "pretrain", "clip_grad_norm", "gradient-norm clipping"),
     ("--output-vocab", "pretrain", "output_vocab", "words the language model predicts; rarer ones as <unk>"),
     ("--freeze-embeddings", "pretrain", "freeze_embeddings", "keep the pretrained vectors fixed"),
+    ("--init-from", "pretrain", "init_from", "go on from this encoder (e.g. on the texts of your task); its "
+     "vocabulary, tokeniser and architecture are kept, so the text and model flags below do not apply"),
     ("--seed", "pretrain", "seed", "random seed"),
     ("--device", "pretrain", "device", "auto, cpu or cuda"),
     ("--pretrained-vectors", None, "pretrained_vectors", "glove-6b-50d, or a GloVe/word2vec/fastText .txt/.vec(.gz) path"),

@@ -8,7 +8,12 @@ default, so the LSTM learns to read the vectors the classifier will start from.
 
 The result is an *encoder* directory (default under ``artifacts/encoders/``): config.json
 (``"kind": "encoder"``), vocab.json, model.safetensors (embedding, LSTM and norm weights),
-metrics.json and history.jsonl. ``python -m core train --init-from DIR`` starts a classifier from
+lm_head.safetensors (the softmax), metrics.json and history.jsonl.
+
+``init_from`` goes on from an encoder: on more of the same texts, or on the unlabelled texts of
+the task at hand (domain adaptation, as in ULMFiT). It keeps that encoder's vocabulary,
+tokeniser and architecture; when the encoder has no saved softmax (or predicts another number of
+words) a new one learns alone, with the LSTM fixed, for the first ``warmup_steps`` batches. ``python -m core train --init-from DIR`` starts a classifier from
 it (core/pipeline.py ``initialise_from_run``): the LSTM weights and the vectors of shared words.
 """
 
@@ -38,6 +43,7 @@ from core.training import resolve_device, seed_everything
 
 DEFAULT_ENCODERS_DIR = Path("artifacts") / "encoders"
 ENCODER_KIND = "encoder"
+HEAD_FILE = "lm_head.safetensors"
 
 
 @dataclass
@@ -54,6 +60,7 @@ class PretrainConfig:
     clip_grad_norm: float = 1.0
     output_vocab: int = 20_000  # words the model predicts; rarer words are predicted as <unk>
     freeze_embeddings: bool = True  # with pretrained vectors: keep them fixed
+    init_from: str = ""  # an encoder directory to go on from (e.g. adapt it to the texts of a new domain)
     seed: int = 13
     device: str = "auto"
 
@@ -203,24 +210,38 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
     n_valid = max(1, int(round(len(texts) * p.valid_fraction)))
     train_texts, valid_texts = texts[n_valid:], texts[:n_valid]
 
-    encoder = TextEncoder.fit(cfg.text, train_texts)
-    log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq}); "
-        f"predicting the {min(p.output_vocab, len(encoder.vocab))} most frequent")
+    source = _source_encoder(p.init_from) if p.init_from else None
+    if source is not None:
+        encoder = TextEncoder(source["text"], source["vocab"])
+        cfg.text, cfg.pretrained_vectors = source["text"], source["pretrained_vectors"]
+        log(f"going on from {p.init_from}: its vocabulary ({len(encoder.vocab)} tokens), tokeniser and architecture "
+            f"(hidden {source['model'].hidden_dim}, {source['model'].num_layers} layer(s), "
+            f"{'bidirectional' if source['model'].bidirectional else 'forward only'})")
+    else:
+        encoder = TextEncoder.fit(cfg.text, train_texts)
+        log(f"vocabulary: {len(encoder.vocab)} tokens (max {cfg.text.max_vocab_size}, min_freq {cfg.text.min_freq}); "
+            f"predicting the {min(p.output_vocab, len(encoder.vocab))} most frequent")
     train_seqs = [s for s in encoder.encode_many(train_texts) if len(s) > 1]
     valid_seqs = [s for s in encoder.encode_many(valid_texts) if len(s) > 1]
     if not train_seqs or not valid_seqs:
         raise DataError("The texts have at most one token each: a language model needs texts of two tokens or more.")
     tokens = sum(len(s) for s in train_seqs)
-    log(f"data: {len(train_seqs)} texts ({tokens} tokens) to learn from, {len(valid_seqs)} held out")
+    unknown = sum(int(np.sum(np.asarray(s) == UNK_ID)) for s in train_seqs)
+    log(f"data: {len(train_seqs)} texts ({tokens} tokens, {unknown / max(1, tokens):.1%} <unk>) to learn from, "
+        f"{len(valid_seqs)} held out")
 
-    model_cfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(encoder.vocab), "num_classes": [2],
-                               "pooling": "mean"})
-    coverage = matrix = None
-    if cfg.pretrained_vectors:
-        from core.embeddings import build_embedding_matrix
-        matrix, coverage = build_embedding_matrix(encoder.vocab, cfg.pretrained_vectors, seed=p.seed)
-        model_cfg.embedding_dim = coverage.dim
-        log(str(coverage))
+    coverage = matrix = None  # coverage: a dict, as config.json records it
+    if source is not None:
+        model_cfg = source["model"]
+        coverage = source["coverage"]
+    else:
+        model_cfg = ModelConfig(**{**asdict(cfg.model), "vocab_size": len(encoder.vocab), "num_classes": [2],
+                                   "pooling": "mean"})
+        if cfg.pretrained_vectors:
+            from core.embeddings import build_embedding_matrix
+            matrix, found = build_embedding_matrix(encoder.vocab, cfg.pretrained_vectors, seed=p.seed)
+            model_cfg.embedding_dim, coverage = found.dim, found.to_dict()
+            log(str(found))
     cfg.model = model_cfg
     seed_everything(p.seed)
     model = LSTMClassifier(model_cfg)
@@ -228,6 +249,20 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
         with torch.no_grad():
             model.embedding.weight.copy_(torch.from_numpy(matrix))
     head = LanguageModelHead(model_cfg.hidden_dim, min(p.output_vocab, len(encoder.vocab)))
+    head_only_steps = 0
+    if source is not None:
+        mine = model.state_dict()
+        mine.update({k: v for k, v in source["weights"].items() if k in mine})
+        model.load_state_dict(mine)
+        saved_head = source["head"]
+        if saved_head is not None and _fits(head, saved_head):
+            head.load_state_dict(saved_head)
+            log("its language-model softmax goes on learning too")
+        else:
+            head_only_steps = p.warmup_steps
+            log(f"a new softmax over {head.size} words (the encoder " +
+                ("predicts another number of words" if saved_head is not None else "saved none") +
+                f"): it learns alone, the LSTM fixed, for the first {head_only_steps} batches")
     frozen = bool(cfg.pretrained_vectors) and p.freeze_embeddings
     model.embedding.weight.requires_grad_(not frozen)
     device = resolve_device(p.device)
@@ -239,7 +274,7 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", {"kind": ENCODER_KIND, "run": cfg.to_dict(), "model": model_cfg.to_dict(),
-                                                "embedding_coverage": coverage.to_dict() if coverage else None})
+                                                "embedding_coverage": coverage})
     atomic_write_json(run_dir / "vocab.json", {"tokenizer": asdict(cfg.text), **encoder.vocab.to_json()})
     (run_dir / "history.jsonl").write_text("", encoding="utf-8")
     created = time.time()
@@ -261,6 +296,9 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
                     break
                 if step >= total:
                     break
+                if head_only_steps and step in (0, head_only_steps):
+                    for q in encoder_params:
+                        q.requires_grad_(step >= head_only_steps)
                 for group in optimiser.param_groups:
                     group["lr"] = p.lr * _lr_factor(step, total, p.warmup_steps)
                 ids, lengths = collate([train_seqs[i] for i in batch])
@@ -270,7 +308,8 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
                     break
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(encoder_params + list(head.parameters()), p.clip_grad_norm)
+                torch.nn.utils.clip_grad_norm_([q for q in encoder_params if q.grad is not None]
+                                               + list(head.parameters()), p.clip_grad_norm)
                 optimiser.step()
                 step += 1
                 seen += int(lengths.sum())
@@ -304,6 +343,8 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
                  if not k.startswith(("heads.", "attention."))}
         atomic_save(run_dir / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+        head_state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+        atomic_save(run_dir / HEAD_FILE, lambda tmp: save_file(head_state, str(tmp)))
         metrics = {"valid_loss": history[-1]["valid_loss"], "valid_perplexity": history[-1]["valid_perplexity"],
                    "steps": step, "train_texts": len(train_seqs), "train_tokens": tokens,
                    "train_seconds": round(time.perf_counter() - started, 2), "epochs_run": len(history)}
@@ -339,3 +380,31 @@ def load_encoder(path: str | Path) -> tuple[ModelConfig, "Vocabulary", dict[str,
         raise RunError(f"{path}: the encoder files are incomplete or malformed ({err}).") from None
     return model_cfg, vocab, load_state_dict(path / "model.safetensors")
 
+
+
+def _fits(module: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    mine = module.state_dict()
+    return set(mine) == set(state) and all(mine[k].shape == state[k].shape for k in mine)
+
+
+def _source_encoder(path: str) -> dict:
+    """What ``init_from`` takes from an encoder directory; a clear error for anything else."""
+    from core.pipeline import load_state_dict
+    from core.text import Vocabulary
+
+    folder = Path(path)
+    if not is_encoder_dir(folder):
+        what = "a classifier run" if (folder / "labels.json").is_file() else "not an encoder directory"
+        raise RunError(f"--init-from {path}: {what}. Give a folder made by `python -m core pretrain` "
+                       f"(it holds config.json with \"kind\": \"encoder\").")
+    model_cfg, vocab, weights = load_encoder(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        tokenizer = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))["tokenizer"]
+        text = TextConfig(**tokenizer)
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise RunError(f"{path}: the encoder files are incomplete or malformed ({err}).") from None
+    head = load_state_dict(folder / HEAD_FILE) if (folder / HEAD_FILE).is_file() else None
+    return {"model": model_cfg, "vocab": vocab, "weights": weights, "head": head, "text": text,
+            "coverage": config.get("embedding_coverage"),
+            "pretrained_vectors": str(config.get("run", {}).get("pretrained_vectors", ""))}

@@ -60,7 +60,8 @@ def test_it_learns_a_language_whose_words_give_their_neighbours_away(cycle_encod
     result = cycle_encoder
     assert result.status == "completed"
     assert sorted(p.name for p in result.run_dir.iterdir()) == [
-        "config.json", "history.jsonl", "metrics.json", "model.safetensors", "status.json", "vocab.json"]
+        "config.json", "history.jsonl", "lm_head.safetensors", "metrics.json", "model.safetensors", "status.json",
+        "vocab.json"]
     assert is_encoder_dir(result.run_dir) and read_status(result.run_dir)["status"] == "completed"
     # ten words: a model that learned nothing has perplexity ~10; this language is deterministic
     assert result.metrics["valid_perplexity"] < 2.0, result.metrics
@@ -100,6 +101,70 @@ def test_a_stopped_pretraining_keeps_what_it_learned(tmp_path):
     assert result.status == "cancelled" and steps == [1, 2, 3]
     assert read_status(result.run_dir)["status"] == "cancelled"
     assert (result.run_dir / "model.safetensors").is_file() and math.isfinite(result.metrics["valid_loss"])
+
+
+def write_skip_texts(path, n: int, seed: int = 1, length: int = 12):
+    """Another deterministic language over the same words: each word is followed by the one three on."""
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["text"])
+        for _ in range(n):
+            start = rng.randrange(10)
+            writer.writerow([" ".join(WORDS[(start + 3 * k) % 10] for k in range(length))])
+    return path
+
+
+def first_epoch_perplexity(result) -> float:
+    return json.loads((result.run_dir / "history.jsonl").read_text().splitlines()[0])["valid_perplexity"]
+
+
+def test_going_on_from_an_encoder_keeps_what_it_knows(cycle_encoder, tmp_path):
+    # the text and model settings given here differ from the encoder's: the encoder's are kept
+    cfg = encoder_config(write_texts(tmp_path / "more.csv", 100, "cycle", seed=5), epochs=1, lr=0.002,
+                         init_from=str(cycle_encoder.run_dir))
+    cfg.model, cfg.text = ModelConfig(embedding_dim=4, hidden_dim=64), TextConfig(tokenizer="en", max_vocab_size=3)
+    result = run(cfg, tmp_path, "more")
+    fresh = run(encoder_config(write_texts(tmp_path / "more.csv", 100, "cycle", seed=5), epochs=1, lr=0.002),
+                tmp_path, "fresh")
+    # with its softmax saved, one pass at a small rate starts where the encoder left off
+    assert first_epoch_perplexity(result) < 2.0 < first_epoch_perplexity(fresh)
+    assert json.loads((result.run_dir / "vocab.json").read_text())["itos"] == \
+        json.loads((cycle_encoder.run_dir / "vocab.json").read_text())["itos"]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["model"]["hidden_dim"] == 16 and config["run"]["pretrain"]["init_from"] == str(cycle_encoder.run_dir)
+
+
+def test_an_encoder_adapts_to_a_new_domain_with_a_new_softmax(cycle_encoder, tmp_path):
+    source = tmp_path / "no-head"
+    source.mkdir()
+    for name in ("config.json", "vocab.json", "model.safetensors"):  # as encoders saved before the softmax was
+        (source / name).write_bytes((cycle_encoder.run_dir / name).read_bytes())
+    texts = write_skip_texts(tmp_path / "skip.csv", 400)
+    lines = []
+    warm = pretrain(encoder_config(texts, init_from=str(source), warmup_steps=5, max_steps=5),
+                    out_dir=tmp_path / "encoders", run_id="warm", log=lines.append)
+    assert any("a new softmax over" in line and "first 5 batches" in line for line in lines), lines
+    theirs, after = load_file(source / "model.safetensors"), load_file(warm.run_dir / "model.safetensors")
+    assert all(torch.equal(theirs[k], after[k]) for k in theirs)  # the LSTM waits while the new softmax learns
+    adapted = run(encoder_config(texts, init_from=str(source), warmup_steps=5), tmp_path, "adapted")
+    assert adapted.metrics["valid_perplexity"] < 2.0, adapted.metrics  # and then learns the new language
+    after = load_file(adapted.run_dir / "model.safetensors")
+    assert not torch.equal(theirs["lstms.0.weight_ih_l0"], after["lstms.0.weight_ih_l0"])
+
+
+def test_going_on_from_something_that_is_not_an_encoder_is_refused(tmp_path, capsys):
+    from core.cli import main
+
+    texts = write_texts(tmp_path / "texts.csv", 20, "cycle")
+    cfg = encoder_config(texts, init_from=str(tmp_path))
+    with pytest.raises(RunError, match="not an encoder directory.*python -m core pretrain"):
+        run(cfg, tmp_path)
+    assert main(["pretrain", "--texts", str(texts), "--init-from", str(tmp_path / "missing"),
+                 "--out", str(tmp_path / "enc")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an encoder directory" in err[0], err
+    assert not (tmp_path / "enc").exists()
 
 
 def test_a_classifier_starts_from_the_encoders_lstm_and_word_vectors(cycle_encoder, tmp_path):

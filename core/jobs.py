@@ -1,13 +1,15 @@
 """Background training jobs: a worker thread, a stop event and a lock-protected snapshot.
 
 The worker thread runs ``core.pipeline.train_run`` and turns its events into a ``JobSnapshot``
-that a UI can poll (``job.snapshot()``) without ever touching the trainer. Jobs belong to an
-owner (one browser session); ``JobRegistry.jobs(owner)`` never shows another owner's jobs.
+that a UI can poll (``job.snapshot()``) without ever touching the trainer. A ``PretrainJob`` does
+the same for ``core.pretrain.pretrain`` (a ``PretrainSnapshot``). Jobs belong to an owner (one
+browser session); ``JobRegistry.jobs(owner)`` never shows another owner's jobs.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 import traceback
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from core.runs import DEFAULT_RUNS_DIR, new_run_id
+from core.runs import DEFAULT_RUNS_DIR, new_run_id, safe_run_id
 from core.training import AfterBatch, AfterEpoch, AfterFit, BeforeFit
 
 FINISHED = ("completed", "cancelled", "failed", "diverged")
@@ -154,12 +156,105 @@ class TrainingJob(BackgroundJob):
             self._update(status="failed", message=f"{type(err).__name__}: {err}", finished=time.time())
 
 
+@dataclass(frozen=True)
+class PretrainSnapshot:
+    job_id: str
+    owner: str
+    status: str  # queued | running | completed | cancelled | failed | diverged
+    message: str = ""
+    run_dir: str = ""  # the encoder folder
+    step: int = 0
+    total_steps: int = 0
+    epoch: int = 0
+    epochs: int = 0
+    loss: float | None = None  # the last batch's
+    epoch_loss: float | None = None  # the current epoch's mean so far
+    lr: float | None = None
+    tokens_per_s: float = 0.0
+    elapsed: float = 0.0
+    eta_seconds: float | None = None
+    history: tuple[dict, ...] = ()  # one record per finished epoch (held-out loss and perplexity)
+    batch_losses: tuple[tuple[int, float], ...] = ()  # (step, loss), thinned
+    log: tuple[str, ...] = ()
+    started: float = 0.0
+    finished: float | None = None
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def perplexity(self) -> float | None:
+        """Training perplexity of the current epoch so far."""
+        return None if self.epoch_loss is None else math.exp(min(50.0, self.epoch_loss))
+
+    @property
+    def progress(self) -> float:
+        if self.status == "completed":
+            return 1.0
+        return min(1.0, self.step / self.total_steps) if self.total_steps else 0.0
+
+
+class PretrainJob(BackgroundJob):
+    """Language-model pretraining (``core.pretrain.pretrain``) in a daemon thread. ``stop()`` cancels
+    within one batch; the encoder keeps what it learned (status ``cancelled``)."""
+
+    MAX_BATCH_POINTS = 2000
+
+    def __init__(self, config, owner: str, *, texts=None, encoders_dir: str | Path | None = None,
+                 run_id: str | None = None):
+        from core.pretrain import DEFAULT_ENCODERS_DIR
+
+        self.config = config  # an EncoderRunConfig
+        self.owner = owner
+        self.job_id = safe_run_id(run_id) if run_id else new_run_id("encoder")
+        self.encoders_dir = Path(encoders_dir or DEFAULT_ENCODERS_DIR)
+        self._texts = None if texts is None else list(texts)
+        self._init_worker(PretrainSnapshot(self.job_id, owner, "queued", run_dir=str(self.encoders_dir / self.job_id),
+                                           epochs=config.pretrain.epochs, started=time.time()),
+                          name=f"pretrain-{self.job_id}")
+
+    def _on_progress(self, event: dict) -> None:
+        with self._lock:
+            snap = self._snapshot
+            points = snap.batch_losses + ((event["step"], round(event["loss"], 5)),)
+            if len(points) > self.MAX_BATCH_POINTS:
+                points = points[::2]
+            step, total, elapsed = event["step"], event["total_steps"], event.get("elapsed", 0.0)
+            eta = elapsed / step * (total - step) if step else None
+            self._snapshot = replace(snap, step=step, total_steps=total, epoch=event.get("epoch", snap.epoch),
+                                     epochs=event.get("epochs", snap.epochs), loss=event["loss"],
+                                     epoch_loss=event.get("epoch_loss"), lr=event.get("lr"),
+                                     tokens_per_s=event.get("tokens_per_s", 0.0), elapsed=elapsed,
+                                     eta_seconds=eta, batch_losses=points)
+
+    def _on_epoch(self, record: dict) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, history=self._snapshot.history + (copy.deepcopy(record),))
+
+    def _run(self) -> None:
+        from core.pretrain import pretrain
+
+        self._update(status="running")
+        try:
+            result = pretrain(self.config, texts=self._texts, out_dir=self.encoders_dir, run_id=self.job_id,
+                              stop=self._stop, log=self._log, progress=self._on_progress, on_epoch=self._on_epoch)
+            self._update(status=result.status, message=result.message, run_dir=str(result.run_dir),
+                         metrics=result.metrics, eta_seconds=0.0 if result.status == "completed" else None,
+                         finished=time.time())
+        except Exception as err:  # the job reports the failure; the app keeps running
+            self._log(traceback.format_exc(limit=3))
+            self._update(status="failed", message=f"{type(err).__name__}: {err}", finished=time.time())
+
+
 class JobRegistry:
-    """All jobs of this process, by owner. Thread-safe; owners only ever see their own jobs."""
+    """All jobs of this process (training and pretraining), by owner. Thread-safe; owners only ever
+    see their own jobs."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._jobs: dict[str, TrainingJob] = {}
+        self._jobs: dict[str, BackgroundJob] = {}
 
     def submit(self, config, owner: str, **kwargs) -> TrainingJob:
         job = TrainingJob(config, owner, **kwargs)
@@ -167,17 +262,17 @@ class JobRegistry:
             self._jobs[job.job_id] = job
         return job.start()
 
-    def add(self, job: TrainingJob) -> TrainingJob:
+    def add(self, job: BackgroundJob) -> BackgroundJob:
         with self._lock:
             self._jobs[job.job_id] = job
         return job
 
-    def get(self, job_id: str, owner: str) -> TrainingJob | None:
+    def get(self, job_id: str, owner: str) -> BackgroundJob | None:
         with self._lock:
             job = self._jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
 
-    def jobs(self, owner: str) -> list[TrainingJob]:
+    def jobs(self, owner: str) -> list[BackgroundJob]:
         with self._lock:
             return [j for j in self._jobs.values() if j.owner == owner]
 

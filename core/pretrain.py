@@ -64,8 +64,9 @@ class PretrainConfig:
     seed: int = 13
     device: str = "auto"
 
-    def validate(self) -> "PretrainConfig":
-        if not self.texts:
+    def validate(self, in_memory: bool = False) -> "PretrainConfig":
+        """``in_memory``: the texts are handed to ``pretrain(texts=...)``, so ``texts`` only names them."""
+        if not self.texts and not in_memory:
             raise ValueError("No texts to pretrain on: give --texts PATH (CSV/TSV/JSONL with a text column).")
         for name in ("epochs", "batch_size", "output_vocab"):
             value = getattr(self, name)
@@ -93,8 +94,8 @@ class EncoderRunConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(hidden_dim=256, dropout=0.3))
     pretrained_vectors: str = ""
 
-    def validate(self) -> "EncoderRunConfig":
-        self.pretrain.validate()
+    def validate(self, in_memory: bool = False) -> "EncoderRunConfig":
+        self.pretrain.validate(in_memory)
         self.text.validate()
         self.model.validate()
         if self.model.hierarchical or self.model.chunk_length or self.model.ngrams:
@@ -165,8 +166,12 @@ def read_texts(paths: Sequence[str], text_col: str, log: Callable[[str], None] =
         log(f"{name}: {len(kept)} texts" + (f" ({len(column) - len(kept)} empty skipped)" if len(kept) < len(column)
                                             else "") + "".join(f"; {n}" for n in notes))
         texts.extend(kept)
+    return _enough(texts, "in --texts")
+
+
+def _enough(texts: list[str], where: str) -> list[str]:
     if len(texts) < 2:
-        raise DataError(f"Only {len(texts)} non-empty text(s) in --texts: pretraining needs at least 2 "
+        raise DataError(f"Only {len(texts)} non-empty text(s) {where}: pretraining needs at least 2 "
                         f"(one to learn from, one to measure on); thousands help.")
     return texts
 
@@ -191,18 +196,30 @@ def _validation_loss(model, head, sequences, batch_size: int, device) -> float:
     return total / count if count else float("nan")
 
 
-def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DIR, run_id: str | None = None,
+def pretrain(cfg: EncoderRunConfig, *, texts: Sequence[str] | None = None,
+             out_dir: str | Path = DEFAULT_ENCODERS_DIR, run_id: str | None = None,
              stop: threading.Event | None = None, log: Callable[[str], None] = print,
-             progress: Callable[[dict], None] | None = None) -> PretrainResult:
+             progress: Callable[[dict], None] | None = None,
+             on_epoch: Callable[[dict], None] | None = None) -> PretrainResult:
     """Train an encoder as a bidirectional language model and save it. ``stop`` is checked every
-    batch; a stopped run still saves what it learned (status ``cancelled``)."""
-    cfg.validate()
+    batch; a stopped run still saves what it learned (status ``cancelled``).
+
+    ``texts``: the texts themselves (then ``cfg.pretrain.texts`` only names where they came from;
+    the files are not read). ``progress`` gets a dict after every batch (step, total_steps, epoch,
+    epochs, loss, epoch_loss: the epoch's mean so far, lr, tokens_per_s, elapsed seconds);
+    ``on_epoch`` each epoch's record as history.jsonl holds it."""
+    cfg.validate(in_memory=texts is not None)
     p = cfg.pretrain
     run_id = safe_run_id(run_id) if run_id else new_run_id("encoder")
     run_dir = Path(out_dir) / run_id
     if (run_dir / "config.json").exists():
         raise RunError(f"{run_dir} already exists: choose another --run-id.")
-    texts = read_texts(p.texts, p.text_col, log)
+    if texts is None:
+        texts = read_texts(p.texts, p.text_col, log)
+    else:
+        given = len(texts)
+        texts = _enough([str(t) for t in texts if str(t).strip()], "to pretrain on")
+        log(f"{len(texts)} texts" + (f" ({given - len(texts)} empty skipped)" if len(texts) < given else ""))
     rng = np.random.default_rng(p.seed)
     texts = [texts[i] for i in rng.permutation(len(texts))]
     if p.max_texts:
@@ -316,7 +333,11 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
                 epoch_loss += loss.item() * n
                 epoch_n += n
                 if progress is not None:
-                    progress({"step": step, "total_steps": total, "loss": loss.item()})
+                    now = time.perf_counter()
+                    progress({"step": step, "total_steps": total, "epoch": epoch, "epochs": p.epochs,
+                              "loss": loss.item(), "epoch_loss": epoch_loss / max(1, epoch_n),
+                              "lr": optimiser.param_groups[0]["lr"],
+                              "tokens_per_s": seen / max(1e-9, now - epoch_started), "elapsed": now - started})
                 if step % 100 == 0:
                     rate = seen / max(1e-9, time.perf_counter() - epoch_started)
                     log(f"step {step}/{total}: loss {epoch_loss / max(1, epoch_n):.3f} "
@@ -331,6 +352,8 @@ def pretrain(cfg: EncoderRunConfig, *, out_dir: str | Path = DEFAULT_ENCODERS_DI
             history.append(record)
             append_jsonl(run_dir / "history.jsonl", record)
             log(" ".join(f"{k}={v}" for k, v in record.items()))
+            if on_epoch is not None:
+                on_epoch(dict(record))
             if status != "completed" or step >= total:
                 break
     except Exception as err:

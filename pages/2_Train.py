@@ -1,43 +1,21 @@
-"""Train: hyperparameters, start/stop a background training job, live progress and curves, hyperparameter search."""
-
-import math
+"""Train: hyperparameters, start/stop a background training job, live progress and curves, hyperparameter
+search, and language-model pretraining of an encoder that training can start from."""
 
 import streamlit as st
 
 from core.data import DataError
-from ui import charts, search_view
+from ui import charts, pretrain_view, search_view
+from ui.form import param_widget
 from ui.format import duration, md, one_line
 from ui.job_view import choose_job, stop_and_follow
-from ui.params import Param, cli_args, cli_command, params, torchrun_command
+from ui.params import cli_args, cli_command, params, torchrun_command
 from ui.resources import registry, runs_dir
-from ui.state import CURRENT_JOB, FINISHED_SEEN, PREPARED, owner_id, remember, remembered, stored
+from ui.state import CURRENT_JOB, FINISHED_SEEN, PREPARED, owner_id, stored
 from ui.training import run_config, running_job, session_jobs, start_training
 
 
 owner = owner_id()
 st.title("Train")
-
-
-def param_widget(p: Param, container) -> None:
-    value = remembered(p.key, p.default)
-    help_text = f"{p.help} Default: {p.default!r}." + (f" CLI: {p.flag}" if p.flag else "")
-    if p.choices is not None:
-        options = list(p.choices)
-        if value not in options:
-            options.append(value)
-        container.selectbox(p.label, options, index=options.index(value), key=p.key, help=help_text,
-                            format_func=(lambda v: v or "none") if p.name == "pretrained_vectors" else str)
-    elif isinstance(p.default, bool):
-        container.checkbox(p.label, value=bool(value), key=p.key, help=help_text)
-    elif isinstance(p.default, int):
-        container.number_input(p.label, value=int(value), step=1, key=p.key, help=help_text)
-    elif isinstance(p.default, float):
-        step = 10 ** math.floor(math.log10(abs(p.default))) if p.default else 0.01
-        container.number_input(p.label, value=float(value), step=float(step), format="%g", key=p.key,
-                               help=help_text)
-    else:
-        container.text_input(p.label, value=str(value), key=p.key, help=help_text)
-    remember(p.key)
 
 
 def render_form(prepared) -> None:
@@ -50,6 +28,7 @@ def render_form(prepared) -> None:
         columns = st.columns(4)
         for i, p in enumerate(q for q in all_params if q.basic):
             param_widget(p, columns[i % 4])
+        pretrain_view.init_from_picker(owner)
     with st.expander("Advanced"):
         columns = st.columns(4)
         for i, p in enumerate(q for q in all_params if not q.basic):
@@ -149,6 +128,7 @@ if prepared is None:
 else:
     render_form(prepared)
 search_view.render(owner, prepared)
+pretrain_view.render(owner)
 
 jobs = session_jobs(owner)
 if not jobs:

@@ -1,4 +1,4 @@
-"""The app in a real browser: upload a CSV, map columns, train, watch the curves, predict.
+"""The app in a real browser: upload a CSV, map columns, train, watch the curves, pretrain an encoder, predict.
 
 Starts ``streamlit run streamlit_app.py`` on a free port with its runs in a temporary folder and
 drives Debian's Chromium with Playwright.
@@ -108,7 +108,7 @@ def test_upload_train_watch_and_predict_in_a_browser(app_url, tmp_path):
         # train: a tiny model in small batches, so the curve is seen growing while the run goes on
         go("Train")
         for label, value in (("Epochs", "6"), ("Batch size", "8"), ("Hidden dim", "8"), ("Embedding dim", "8")):
-            field = page.get_by_label(label, exact=True)
+            field = page.get_by_label(label, exact=True).first  # the training form comes before the pretraining's
             field.fill(value)
             field.press("Enter")
             expect(field).to_have_value(value)
@@ -127,6 +127,21 @@ def test_upload_train_watch_and_predict_in_a_browser(app_url, tmp_path):
         assert len(seen) >= 2, f"the curve never updated while training: {seen}"
         expect(page.get_by_test_id("stPlotlyChart")).to_have_count(1)
         expect(page.get_by_text("Test accuracy")).to_be_visible()
+
+        # pretrain an encoder on the same texts; it is then offered as the classifier's Init from
+        section = page.get_by_test_id("stExpander").filter(has_text="Pretrain an encoder on unlabelled text")
+        section.get_by_text("Pretrain an encoder on unlabelled text").click()
+        expect(section.get_by_text(re.compile(r"The texts of the Data page: my reviews.csv, column review"))
+               ).to_be_visible()
+        for label, value in (("Epochs", "1"), ("Batch size", "32"), ("Hidden dim", "8")):
+            field = section.get_by_label(label, exact=True)
+            field.fill(value)
+            field.press("Enter")
+            expect(field).to_have_value(value)
+        section.get_by_role("button", name="Start pretraining").click()
+        expect(page.get_by_text("Pretraining: completed", exact=True)).to_be_visible(timeout=90_000)
+        expect(page.get_by_text(re.compile(r"^Encoder saved in .*encoders"))).to_be_visible()
+        expect(page.get_by_test_id("stSelectbox").filter(has_text="Init from a pretrained encoder")).to_be_visible()
 
         # predict: the new run is the model on offer
         go("Predict")

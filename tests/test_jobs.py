@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import JobRegistry, JobSnapshot, TrainingJob
+from core.jobs import JobRegistry, JobSnapshot, PretrainJob, TrainingJob
+from core.models import ModelConfig
 from core.pipeline import RunResult
+from core.pretrain import EncoderRunConfig, PretrainConfig, is_encoder_dir
 from core.runs import read_status
+from core.text import TextConfig
 from core.training import AfterBatch, AfterEpoch, AfterFit, BeforeFit
 from helpers import tiny_config, write_keyword_csv
 
@@ -159,3 +162,74 @@ def test_registry_loses_no_updates_under_32_threads(tmp_path):
             assert [r["epoch"] for r in final.history] == [1, 2, 3]
             assert [s for s, _ in final.batch_losses] == list(range(1, 16))
             assert final.log == ("epoch 1", "epoch 2", "epoch 3")
+
+
+# ---- language-model pretraining jobs
+
+def cycle_texts(n: int, seed: int = 0) -> list[str]:
+    """Runs of consecutive words of w0..w9: each word gives its neighbours away."""
+    import random
+
+    rng = random.Random(seed)
+    starts = [rng.randrange(10) for _ in range(n)]
+    return [" ".join(f"w{(start + k) % 10}" for k in range(12)) for start in starts]
+
+
+def tiny_encoder_config(epochs: int) -> EncoderRunConfig:
+    return EncoderRunConfig(pretrain=PretrainConfig(texts=["in memory"], epochs=epochs, batch_size=16, lr=0.02,
+                                                    warmup_steps=0, device="cpu", valid_fraction=0.1),
+                            text=TextConfig(tokenizer="whitespace"),
+                            model=ModelConfig(embedding_dim=8, hidden_dim=8, dropout=0.0))
+
+
+def test_a_pretrain_job_learns_an_encoder_and_reports_its_progress(tmp_path):
+    registry = JobRegistry()
+    job = registry.add(PretrainJob(tiny_encoder_config(epochs=4), "alice", texts=cycle_texts(300),
+                                   encoders_dir=tmp_path / "encoders"))
+    assert registry.jobs("alice") == [job] and registry.jobs("bob") == []
+    job.start()
+    seen = []
+    while not job.snapshot().done:
+        seen.append(job.snapshot())
+        time.sleep(0.002)
+    final = job.join(60)
+    assert final.status == "completed" and final.progress == 1.0 and final.finished is not None, final.message
+    folder = Path(final.run_dir)
+    assert folder == tmp_path / "encoders" / job.job_id and is_encoder_dir(folder)
+    assert (folder / "model.safetensors").is_file() and read_status(folder)["status"] == "completed"
+    # 270 texts to learn from in batches of 16: 17 steps per epoch
+    assert final.step == final.total_steps == 4 * 17 and final.epochs == 4
+    assert [step for step, _ in final.batch_losses] == list(range(1, 69))
+    assert [r["epoch"] for r in final.history] == [1, 2, 3, 4]
+    perplexities = [r["valid_perplexity"] for r in final.history]
+    assert perplexities[-1] < perplexities[0] and perplexities[-1] < 5.0, perplexities  # ten words: ~10 unlearned
+    assert final.metrics["valid_perplexity"] == perplexities[-1]
+    assert any(line.startswith("300 texts") for line in final.log) and any("status: completed" in l for l in final.log)
+    running = [s for s in seen if s.status == "running" and s.step > 0]
+    assert running, "no snapshot was taken while the job ran"
+    assert [s.progress for s in running] == sorted(s.progress for s in running) and 0 < running[0].progress < 1
+    assert all(s.tokens_per_s > 0 and s.eta_seconds is not None and s.perplexity > 1 for s in running)
+
+
+def test_stopping_a_pretrain_job_keeps_what_it_learned(tmp_path):
+    registry = JobRegistry()
+    job = registry.add(PretrainJob(tiny_encoder_config(epochs=500), "bob", texts=cycle_texts(300),
+                                   encoders_dir=tmp_path / "encoders")).start()
+    assert registry.running_run_dirs(exclude_owner="alice") == {str((tmp_path / "encoders" / job.job_id).resolve())}
+    wait_for(job, lambda s: len(s.history) >= 1)
+    job.stop()
+    final = job.join(30)
+    assert final.status == "cancelled" and final.message.startswith("stopped after") and not job.alive
+    assert final.step < final.total_steps and len(final.history) < 500
+    folder = Path(final.run_dir)
+    assert read_status(folder)["status"] == "cancelled" and (folder / "model.safetensors").is_file()
+    assert final.metrics["epochs_run"] == len(final.history) and final.metrics["valid_perplexity"] < 10
+    assert registry.running_run_dirs() == set()
+
+
+def test_a_pretrain_job_with_too_few_texts_fails_with_the_reason(tmp_path):
+    job = PretrainJob(tiny_encoder_config(epochs=1), "carol", texts=["only one", "  "],
+                      encoders_dir=tmp_path / "encoders").start()
+    final = job.join(30)
+    assert final.status == "failed" and "Only 1 non-empty text(s) to pretrain on" in final.message
+    assert not (tmp_path / "encoders").exists()  # nothing half-made is left behind

@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from core.data import DataError
 from core.models import ModelConfig
 from core.pretrain import EncoderRunConfig, PretrainConfig, is_encoder_dir, pretrain
 from core.runs import RunError, read_status
@@ -101,6 +102,22 @@ def test_a_stopped_pretraining_keeps_what_it_learned(tmp_path):
     assert result.status == "cancelled" and steps == [1, 2, 3]
     assert read_status(result.run_dir)["status"] == "cancelled"
     assert (result.run_dir / "model.safetensors").is_file() and math.isfinite(result.metrics["valid_loss"])
+
+
+def test_texts_in_memory_need_no_file_and_each_epoch_is_reported(tmp_path):
+    texts = [" ".join(WORDS[(start + k) % 10] for k in range(12)) for start in range(10)] * 20
+    cfg = encoder_config("", epochs=2)
+    cfg.pretrain.texts = ["typed in the app"]  # a name only: nothing is read from it
+    epochs, events = [], []
+    result = run(cfg, tmp_path, texts=texts + ["   "], on_epoch=epochs.append, progress=events.append)
+    assert result.status == "completed" and result.metrics["train_texts"] == 180
+    history = [json.loads(line) for line in (result.run_dir / "history.jsonl").read_text().splitlines()]
+    assert epochs == history and [r["epoch"] for r in epochs] == [1, 2]
+    last = events[-1]
+    assert last["step"] == last["total_steps"] == history[-1]["steps"] and last["epoch"] == last["epochs"] == 2
+    assert last["tokens_per_s"] > 0 and last["elapsed"] > 0 and math.isfinite(last["epoch_loss"])
+    with pytest.raises(DataError, match="Only 1 non-empty text"):
+        run(encoder_config(""), tmp_path, "one", texts=["just one text", ""])
 
 
 def write_skip_texts(path, n: int, seed: int = 1, length: int = 12):

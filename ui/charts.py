@@ -85,6 +85,29 @@ def training_curves(history: Sequence[dict], batch_losses: Sequence[tuple[int, f
     return _layout(fig, height=340, legend=dict(orientation="h", y=-0.25))
 
 
+def pretrain_curves(history: Sequence[dict], batch_losses: Sequence[tuple[int, float]]) -> go.Figure:
+    """Language-model loss per batch and on the held-out texts after each epoch, and the held-out perplexity."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss (nats per word)", "Held-out perplexity"),
+                        horizontal_spacing=0.1)
+    if batch_losses:
+        stride = -(-len(batch_losses) // MAX_CURVE_POINTS)
+        points = list(batch_losses[::stride])
+        if points[-1] != batch_losses[-1]:
+            points.append(batch_losses[-1])
+        steps, losses = zip(*points)
+        fig.add_scatter(x=list(steps), y=list(losses), mode="lines", name="batch loss",
+                        line=dict(width=1, color="rgba(120,120,120,0.6)"), row=1, col=1)
+    if history:
+        steps = [r["steps"] for r in history]
+        fig.add_scatter(x=steps, y=[r["valid_loss"] for r in history], mode="lines+markers", name="held-out loss",
+                        row=1, col=1)
+        fig.add_scatter(x=[r["epoch"] for r in history], y=[r["valid_perplexity"] for r in history],
+                        mode="lines+markers", name="held-out perplexity", row=1, col=2)
+    fig.update_xaxes(title_text="step", row=1, col=1)
+    fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=2)
+    return _layout(fig, height=320, legend=dict(orientation="h", y=-0.25))
+
+
 def confusion_matrix(matrix: Sequence[Sequence[int]], labels: Sequence[str], normalise: bool) -> go.Figure:
     counts = np.asarray(matrix, dtype=float)
     shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalise else counts

@@ -3,6 +3,7 @@
 Defaults come from ``RunConfig()``; help texts come from ``core.cli.TRAIN_FLAGS`` so the app and
 the command line describe each option the same way. Dataclass fields without a CLI flag still
 get a form field (in the Advanced group), so options added to the dataclasses later show up here.
+The pretraining form is built the same way from ``EncoderRunConfig()`` and ``PRETRAIN_FLAGS``.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, fields
 
-from core.cli import TRAIN_FLAGS
+from core.cli import PRETRAIN_FLAGS, TRAIN_FLAGS
 from core.models import POOLINGS
 from core.pipeline import DataConfig, RunConfig
+from core.pretrain import EncoderRunConfig
 from core.text import TOKENIZERS, TRUNCATIONS
 from core.training import AMP_MODES, DEVICES, NGRAM_FITS, OPTIMIZERS, SELECT_METRICS
 
@@ -24,6 +26,11 @@ BASIC = ("epochs", "batch_size", "lr", "embedding_dim", "hidden_dim", "num_layer
          "dropout", "pooling", "max_length", "tokenizer", "pretrained_vectors")
 # set by the pipeline (from the data, or the current n-gram hash), never by hand
 DERIVED = {("model", "vocab_size"), ("model", "num_classes"), ("model", "padding_idx"), ("model", "ngram_hash")}
+PRETRAIN_BASIC = ("epochs", "max_steps", "batch_size", "lr", "hidden_dim", "pretrained_vectors", "output_vocab",
+                  "tokenizer")
+# chosen with the texts (text_col) or with the encoder picker (init_from), not as plain fields
+PRETRAIN_OWN_WIDGETS = ("text_col", "init_from")
+PRETRAIN_PREFIX = "pt"
 # data-split fields live on the Data page; they share these widget keys
 DATA_KEYS = {"valid_fraction": "hp.data.valid_fraction", "test_fraction": "hp.data.test_fraction"}
 
@@ -36,14 +43,15 @@ class Param:
     help: str
     flag: str | None  # the CLI flag, None when the CLI has none
     choices: tuple | None = None
+    prefix: str = "hp"  # hp: the training form; pt: the pretraining form
 
     @property
     def key(self) -> str:
-        return f"hp.{self.section or 'run'}.{self.name}"
+        return f"{self.prefix}.{self.section or 'run'}.{self.name}"
 
     @property
     def basic(self) -> bool:
-        return self.name in BASIC
+        return self.name in (PRETRAIN_BASIC if self.prefix == PRETRAIN_PREFIX else BASIC)
 
     @property
     def label(self) -> str:
@@ -70,10 +78,22 @@ def params() -> list[Param]:
     return out
 
 
-def build_config(values: dict[str, object], data: DataConfig) -> RunConfig:
-    """A RunConfig from form values keyed by ``Param.key``; missing keys keep their defaults."""
-    cfg = RunConfig(data=data)
-    for p in params():
+def pretrain_params() -> list[Param]:
+    """The options of ``python -m core pretrain``, in its flag-table order, but the texts' column and
+    the encoder to go on from (the pretraining section has widgets of its own for those)."""
+    defaults = EncoderRunConfig()
+    out = []
+    for flag, section, name, help_text in PRETRAIN_FLAGS:
+        if name in PRETRAIN_OWN_WIDGETS:
+            continue
+        holder = defaults if section is None else getattr(defaults, section)
+        out.append(Param(section, name, getattr(holder, name), help_text, flag, CHOICES.get(name),
+                         prefix=PRETRAIN_PREFIX))
+    return out
+
+
+def _apply(cfg, all_params: list[Param], values: dict[str, object]):
+    for p in all_params:
         if p.key not in values:
             continue
         value = values[p.key]
@@ -82,6 +102,16 @@ def build_config(values: dict[str, object], data: DataConfig) -> RunConfig:
             value = int(value)
         setattr(cfg if p.section is None else getattr(cfg, p.section), p.name, value)
     return cfg
+
+
+def build_config(values: dict[str, object], data: DataConfig) -> RunConfig:
+    """A RunConfig from form values keyed by ``Param.key``; missing keys keep their defaults."""
+    return _apply(RunConfig(data=data), params(), values)
+
+
+def build_pretrain_config(values: dict[str, object]) -> EncoderRunConfig:
+    """An EncoderRunConfig from pretraining-form values keyed by ``Param.key``; missing keys keep their defaults."""
+    return _apply(EncoderRunConfig(), pretrain_params(), values)
 
 
 def validate(cfg: RunConfig) -> None:

@@ -1,4 +1,5 @@
-"""Process-wide resources: the job and search registries, loaded predictors, the device name, run folders.
+"""Process-wide resources: the job and search registries, loaded predictors, the device name, run and
+encoder folders.
 
 ``st.cache_resource`` is shared by every browser session, so only read-only things live here
 (a loaded model, the device name) plus the job and search registries, which hand each session
@@ -19,6 +20,7 @@ from core.search import SearchRegistry
 RUNS_DIR_ENV = "LSTM_STUDIO_RUNS_DIR"
 DEMO_DIR_ENV = "LSTM_STUDIO_DEMO_DIR"
 SEARCH_DIR_ENV = "LSTM_STUDIO_SEARCH_DIR"
+ENCODERS_DIR_ENV = "LSTM_STUDIO_ENCODERS_DIR"
 DEFAULT_DEMO_DIR = Path("artifacts") / "demo"
 MODEL_FILES = ("config.json", "vocab.json", "labels.json", "model.safetensors")
 
@@ -31,6 +33,12 @@ def runs_dir() -> Path:
 def search_dir() -> Path:
     """Where searches write their results: ``$LSTM_STUDIO_SEARCH_DIR``, else ``searches`` next to the runs."""
     return Path(os.environ.get(SEARCH_DIR_ENV) or runs_dir().parent / "searches")
+
+
+def encoders_dir() -> Path:
+    """Where the app saves pretrained encoders: ``$LSTM_STUDIO_ENCODERS_DIR``, else ``encoders`` next to
+    the runs (``artifacts/encoders``, where ``python -m core pretrain`` saves them too)."""
+    return Path(os.environ.get(ENCODERS_DIR_ENV) or runs_dir().parent / "encoders")
 
 
 def demo_dir() -> Path:
@@ -114,3 +122,22 @@ def model_choices(owner: str) -> dict[str, str]:
     for run in visible_runs(owner):
         choices[str(run.path)] = run_label(run)
     return choices
+
+
+def visible_encoders(owner: str) -> list[RunInfo]:
+    """Pretrained encoders with weights (finished, or stopped after an epoch), newest first, minus
+    those that other sessions are still pretraining."""
+    hidden = registry().running_run_dirs(exclude_owner=owner)
+    return [e for e in list_runs(encoders_dir()) if str(e.path.resolve()) not in hidden
+            and e.config.get("kind") == "encoder" and e.status in ("completed", "cancelled") and e.has_model]
+
+
+def encoder_label(encoder: RunInfo) -> str:
+    model = encoder.config.get("model") or {}
+    perplexity = encoder.metrics.get("valid_perplexity")
+    parts = [f"hidden {model.get('hidden_dim')}"]
+    if isinstance(perplexity, (int, float)):
+        parts.append(f"perplexity {perplexity:.1f}")
+    if encoder.status != "completed":
+        parts.append("stopped early")
+    return f"{encoder.run_id} · {' · '.join(parts)}"

@@ -2,8 +2,9 @@
 
 The worker thread runs ``core.pipeline.train_run`` and turns its events into a ``JobSnapshot``
 that a UI can poll (``job.snapshot()``) without ever touching the trainer. A ``PretrainJob`` does
-the same for ``core.pretrain.pretrain`` (a ``PretrainSnapshot``). Jobs belong to an owner (one
-browser session); ``JobRegistry.jobs(owner)`` never shows another owner's jobs.
+the same for ``core.pretrain.pretrain`` (a ``PretrainSnapshot``), a ``NgramFitJob`` for
+``core.wide.fit_ngrams_run`` (a ``NgramFitSnapshot``). Jobs belong to an owner (one browser session);
+``JobRegistry.jobs(owner)`` never shows another owner's jobs.
 """
 
 from __future__ import annotations
@@ -248,8 +249,94 @@ class PretrainJob(BackgroundJob):
             self._update(status="failed", message=f"{type(err).__name__}: {err}", finished=time.time())
 
 
+@dataclass(frozen=True)
+class NgramFitSnapshot:
+    job_id: str
+    owner: str
+    status: str  # queued | running | completed | failed
+    message: str = ""
+    run_dir: str = ""  # the new run's folder
+    source: str = ""  # the run whose LSTM the new run keeps (never modified)
+    ngrams: int = 0
+    log: tuple[str, ...] = ()
+    started: float = 0.0
+    finished: float | None = None
+    metrics: dict = field(default_factory=dict)  # the new run's metrics.json
+    # per label column: {"column", "valid_accuracy_lstm", "valid_accuracy", "weight", "C"}
+    gains: tuple[dict, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.time()) - self.started
+
+
+class NgramFitJob(BackgroundJob):
+    """``core.wide.fit_ngrams_run`` in a daemon thread: a new run with the finished run ``source``'s
+    LSTM plus an n-gram part. It has no stop: the fit takes seconds to minutes and saves at its end."""
+
+    def __init__(self, source: str | Path, owner: str, *, ngrams: int = 3, buckets: int | None = None,
+                 splits=None, runs_dir: str | Path = DEFAULT_RUNS_DIR, run_id: str | None = None):
+        from core.models import ModelConfig
+
+        self.source = Path(source)
+        self.owner = owner
+        self.ngrams = ngrams
+        self.buckets = ModelConfig.ngram_buckets if buckets is None else buckets
+        self.job_id = safe_run_id(run_id) if run_id else new_run_id()
+        self.runs_dir = Path(runs_dir)
+        self._splits = splits
+        self._init_worker(NgramFitSnapshot(self.job_id, owner, "queued", run_dir=str(self.runs_dir / self.job_id),
+                                           source=str(self.source), ngrams=ngrams, started=time.time()),
+                          name=f"ngrams-{self.job_id}")
+
+    def _run(self) -> None:
+        import json
+
+        from core.data import DataError
+        from core.runs import RunError
+        from core.wide import fit_ngrams_run
+
+        # errors a user can cause (a vanished folder, missing data, an unsuitable run): their one line is the message
+        user_errors = (DataError, RunError, ValueError, FileNotFoundError)
+        self._update(status="running")
+        try:
+            try:  # the source run's validation scores: its LSTM alone, on the same split
+                before = json.loads((self.source / "metrics.json").read_text(encoding="utf-8")).get("valid") or {}
+            except (OSError, ValueError, AttributeError):
+                before = {}  # fit_ngrams_run names the problem when the run itself is unreadable
+            result = fit_ngrams_run(self.source, self.ngrams, self.buckets, runs_dir=self.runs_dir,
+                                    run_id=self.job_id, log=self._log, splits=self._splits)
+            config = json.loads((Path(result.run_dir) / "config.json").read_text(encoding="utf-8"))
+            gains = self._gains(before, result.metrics, config.get("label_columns") or [])
+            self._update(status=result.status, message=result.message, run_dir=str(result.run_dir),
+                         metrics=result.metrics, gains=gains, finished=time.time())
+        except Exception as err:  # the job reports the failure; the app keeps running
+            known = isinstance(err, user_errors)
+            if not known:
+                self._log(traceback.format_exc(limit=3))
+            message = " ".join(str(err).split()) if known else f"{type(err).__name__}: {err}"
+            self._update(status="failed", message=message, finished=time.time())
+
+    @staticmethod
+    def _gains(before: dict, metrics: dict, columns: list[str]) -> tuple[dict, ...]:
+        """Validation accuracy per label column before (the source run: its LSTM alone) and after."""
+        after = metrics.get("valid") or {}
+        gains = []
+        for fit in (metrics.get("ngram_fit") or {}).get("tasks", []):
+            key = str(fit["task"])
+            old, new = (before.get("tasks") or {}).get(key, {}), (after.get("tasks") or {}).get(key, {})
+            gains.append({"column": columns[fit["task"]] if fit["task"] < len(columns) else key,
+                          "valid_accuracy_lstm": old.get("accuracy"), "valid_accuracy": new.get("accuracy"),
+                          "weight": fit["weight"], "C": fit["C"]})
+        return tuple(gains)
+
+
 class JobRegistry:
-    """All jobs of this process (training and pretraining), by owner. Thread-safe; owners only ever
+    """All jobs of this process (training, pretraining, n-gram fits), by owner. Thread-safe; owners only ever
     see their own jobs."""
 
     def __init__(self):

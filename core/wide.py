@@ -208,29 +208,16 @@ def _full_coef(lr, n_classes: int, width: int, n_features: int) -> tuple[np.ndar
     return coef, intercept
 
 
-def fit_ngrams_run(source: str | Path, ngrams: int = 3, buckets: int = 1_000_000, *,
-                   runs_dir: str | Path = "artifacts/runs", run_id: str | None = None,
-                   log: Callable[[str], None] = print):
-    """A new run: the finished run ``source``'s LSTM plus a fitted n-gram part.
+def ngram_run_config(source: str | Path, saved: dict, ngrams: int = 3, buckets: int = 1_000_000):
+    """The RunConfig of the run that adds an n-gram part to ``source`` (whose config.json is ``saved``).
 
-    The same model as training with ``--ngrams N --ngram-fit separate`` from the start (that
-    trains the LSTM alone too, with the same seed), without training the LSTM again. The run's
-    training data is read from where it was trained (its config.json), split as it was split."""
-    import json
-    import shutil
-    import time
+    Raises RunError when ``source`` cannot have one (an ensemble, or n-grams already) and
+    ValueError when ``ngrams``/``buckets`` are invalid; nothing is read but ``saved``."""
+    from core.models import ModelConfig
+    from core.pipeline import RunConfig
+    from core.runs import RunError
 
-    from core.data import DataError
-    from core.models import ModelConfig, build_model
-    from core.pipeline import RunConfig, RunResult, _save_weights, label_matrix, load_splits, load_state_dict
-    from core.predict import Predictor
-    from core.runs import DEFAULT_RUNS_DIR, RunError, atomic_write_json, new_run_id, safe_run_id, write_status
-    from core.training import evaluate_tasks
-
-    source = Path(source)
-    predictor = Predictor.load(source)
-    saved = predictor.metadata["config"]
-    if "members" in saved.get("model", {}):
+    if "ensemble" in saved.get("model", {}):  # an EnsembleConfig: its members' configs under "ensemble"
         raise RunError(f"{source} is an ensemble: fit the n-grams of each member run, then combine those "
                        f"with `python -m core ensemble --runs ...`.")
     if saved["model"].get("ngrams"):
@@ -240,15 +227,42 @@ def fit_ngrams_run(source: str | Path, ngrams: int = 3, buckets: int = 1_000_000
     model_cfg = ModelConfig.from_dict({**saved["model"], "ngrams": ngrams, "ngram_buckets": buckets, "ngram_hash": 2})
     model_cfg.validate()
     cfg.model, cfg.train.ngram_fit = model_cfg, "separate"
-    cfg.validate()
+    return cfg.validate()
+
+
+def fit_ngrams_run(source: str | Path, ngrams: int = 3, buckets: int = 1_000_000, *,
+                   runs_dir: str | Path = "artifacts/runs", run_id: str | None = None,
+                   log: Callable[[str], None] = print, splits=None):
+    """A new run: the finished run ``source``'s LSTM plus a fitted n-gram part.
+
+    The same model as training with ``--ngrams N --ngram-fit separate`` from the start (that
+    trains the LSTM alone too, with the same seed), without training the LSTM again. The run's
+    training data is read from where it was trained (its config.json), split as it was split;
+    or pass ``splits``, the ``core.pipeline.Splits`` the run was trained on (the app's in-memory data)."""
+    import shutil
+    import time
+
+    from core.data import DataError
+    from core.models import build_model
+    from core.pipeline import RunResult, _save_weights, label_matrix, load_splits, load_state_dict
+    from core.predict import Predictor
+    from core.runs import DEFAULT_RUNS_DIR, RunError, atomic_write_json, new_run_id, safe_run_id, write_status
+    from core.training import evaluate_tasks
+
+    source = Path(source)
+    predictor = Predictor.load(source)
+    saved = predictor.metadata["config"]
+    cfg = ngram_run_config(source, saved, ngrams, buckets)
+    model_cfg = cfg.model
 
     started = time.perf_counter()
-    try:
-        splits = load_splits(cfg.data, cfg.data.seed_for_split(cfg.train.seed), log)
-    except DataError as err:
-        raise DataError(f"{err} fit-ngrams reads the training data of {source} from where it was trained "
-                        f"(data.train in its config.json); run it from the same folder, with the files there.") \
-            from None
+    if splits is None:
+        try:
+            splits = load_splits(cfg.data, cfg.data.seed_for_split(cfg.train.seed), log)
+        except DataError as err:
+            raise DataError(f"{err} fit-ngrams reads the training data of {source} from where it was trained "
+                            f"(data.train in its config.json); run it from the same folder, with the files "
+                            f"there.") from None
     if splits.train.label_columns != predictor.label_columns:
         raise RunError(f"The training data's label columns {splits.train.label_columns} are not the run's "
                        f"{predictor.label_columns}: the file changed since the run was trained.")

@@ -1,13 +1,14 @@
-"""Evaluate: metrics, confusion matrix, ROC/PR curves, threshold, mistakes, and run comparison."""
+"""Evaluate: metrics, confusion matrix, ROC/PR curves, threshold, mistakes, run comparison, and adding an
+n-gram part to a finished run."""
 
 import streamlit as st
 
 from core.metrics import threshold_metrics
 from core.runs import RunError
-from ui import charts, evaluation
+from ui import charts, evaluation, ngrams_view
 from ui.format import md, one_line
 from ui.resources import demo_run, model_mtime, predictor, run_label, visible_runs
-from ui.state import PREDICTIONS, owner_id
+from ui.state import PREDICTIONS, PREPARED, owner_id
 
 owner = owner_id()
 st.title("Evaluate")
@@ -51,6 +52,10 @@ else:
     st.caption(f"Best epoch {run.metrics.get('best_epoch')} of {run.metrics.get('epochs_run')} "
                f"(chosen by validation {run.metrics.get('select_metric')}); training took "
                f"{run.metrics.get('train_seconds')} s.")
+fitted = ngrams_view.fitted_caption(run)
+if fitted:
+    st.caption(md(fitted))
+ngrams_view.render(owner, run, st.session_state.get(PREPARED))
 
 left, right = st.columns(2)
 with left:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from core.jobs import JobRegistry, JobSnapshot, PretrainJob, TrainingJob
+from core.jobs import JobRegistry, JobSnapshot, NgramFitJob, PretrainJob, TrainingJob
 from core.models import ModelConfig
-from core.pipeline import RunResult
+from core.pipeline import RunResult, load_splits, train_run
+from core.predict import Predictor
 from core.pretrain import EncoderRunConfig, PretrainConfig, is_encoder_dir
 from core.runs import read_status
 from core.text import TextConfig
@@ -233,3 +235,71 @@ def test_a_pretrain_job_with_too_few_texts_fails_with_the_reason(tmp_path):
     final = job.join(30)
     assert final.status == "failed" and "Only 1 non-empty text(s) to pretrain on" in final.message
     assert not (tmp_path / "encoders").exists()  # nothing half-made is left behind
+
+
+# ---- adding an n-gram part to a finished run
+
+def weak_lstm(train, **overrides):
+    """Too small and too briefly trained to read the keywords well: an n-gram part can (as in test_wide)."""
+    return tiny_config(train, epochs=1, hidden_dim=4, embedding_dim=4, lr=0.002, valid_fraction=0.2,
+                       test_fraction=0.2, seed=7, **overrides)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_an_ngram_fit_job_makes_a_new_run_that_reads_the_keywords(tmp_path):
+    data = write_keyword_csv(tmp_path / "reviews.csv", 400, seed=2)
+    cfg = weak_lstm(data)
+    splits = load_splits(cfg.data, cfg.data.seed_for_split(cfg.train.seed), log=lambda line: None)
+    runs = tmp_path / "runs"
+    plain = train_run(cfg, splits=splits, runs_dir=runs, run_id="plain", log=lambda line: None)
+    before = folder_bytes(plain.run_dir)
+    data.unlink()  # as in the app: the in-memory splits are all there is
+    registry = JobRegistry()
+    job = registry.add(NgramFitJob(plain.run_dir, "alice", ngrams=2, buckets=5000, splits=splits, runs_dir=runs))
+    assert job.snapshot().status == "queued" and job.snapshot().run_dir == str(runs / job.job_id)
+    job.start()
+    assert registry.jobs("bob") == [] and registry.get(job.job_id, "bob") is None
+    final = job.join(120)
+    assert final.status == "completed" and final.done and final.finished is not None, final.message
+    assert final.run_dir == str(runs / job.job_id) and read_status(final.run_dir)["status"] == "completed"
+    assert any("n-gram part fitted" in line for line in final.log)
+    (gain,) = final.gains
+    assert gain["column"] == "label" and gain["weight"] > 0
+    # "LSTM alone" is the source run's validation accuracy, which is what the fit started from
+    assert gain["valid_accuracy_lstm"] == pytest.approx(plain.metrics["valid"]["accuracy"])
+    assert gain["valid_accuracy_lstm"] == pytest.approx(final.metrics["ngram_fit"]["tasks"][0]["valid_lstm"])
+    assert gain["valid_accuracy"] == pytest.approx(final.metrics["valid"]["accuracy"])
+    assert gain["valid_accuracy"] > gain["valid_accuracy_lstm"] + 0.05
+    predictor = Predictor.load(final.run_dir)
+    assert predictor.metadata["config"]["model"]["ngrams"] == 2
+    assert [p.label for p in predictor.predict(["great", "awful"])] == ["pos", "neg"]
+    assert folder_bytes(plain.run_dir) == before  # the source run is never modified
+    assert registry.running_run_dirs() == set()
+
+
+def test_an_ngram_fit_job_that_cannot_fit_says_why_in_one_line(tmp_path):
+    data = write_keyword_csv(tmp_path / "reviews.csv", 200, seed=3)
+    runs = tmp_path / "runs"
+    quiet = {"runs_dir": runs, "log": lambda line: None}
+    joint = train_run(weak_lstm(data, ngrams=1), run_id="joint", **quiet)
+    ensemble = train_run(weak_lstm(data, ensemble=2), run_id="pair", **quiet)
+    moved = tmp_path / "moved.csv"
+    shutil.copyfile(data, moved)
+    orphan = train_run(weak_lstm(moved), run_id="orphan", **quiet)
+    moved.unlink()
+    gone = train_run(weak_lstm(data), run_id="gone", **quiet)
+    shutil.rmtree(gone.run_dir)
+    existing = sorted(p.name for p in runs.iterdir())
+    kept = {name: folder_bytes(runs / name) for name in existing}
+
+    for source, expected in ((joint.run_dir, "already has an n-gram part"), (ensemble.run_dir, "is an ensemble"),
+                             (orphan.run_dir, "moved.csv"), (gone.run_dir, "not found")):
+        final = NgramFitJob(source, "carol", ngrams=3, buckets=5000, runs_dir=runs).start().join(60)
+        assert final.status == "failed" and expected in final.message, (source, final.message)
+        assert "\n" not in final.message and not any("Traceback" in line for line in final.log)
+        assert final.gains == () and final.metrics == {}
+    assert sorted(p.name for p in runs.iterdir()) == existing  # no half-made run is left behind
+    assert {name: folder_bytes(runs / name) for name in existing} == kept

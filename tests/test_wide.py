@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 
 from core.cli import main
 from core.models import LSTMClassifier, ModelConfig
-from core.pipeline import train_run
+from core.pipeline import load_splits, train_run
 from core.predict import Predictor
-from core.wide import ngram_matrix
+from core.wide import fit_ngrams_run, ngram_matrix
 from helpers import tiny_config, write_keyword_csv
 
 
@@ -126,6 +126,28 @@ def test_fit_ngrams_adds_the_same_part_to_a_finished_run(keyword_csv, tmp_path, 
     # the new run is an ordinary run: evaluate and predict read it
     assert main(["predict", "--run", str(fitted), "--json", "great film"]) == 0
     assert json.loads(capsys.readouterr().out.strip())["label"] == "pos"
+
+
+def test_fit_ngrams_on_the_splits_training_used_matches_reading_the_files(keyword_csv, tmp_path):
+    """The app passes the in-memory splits it trained on; the result is the run the CLI makes from the file."""
+    data = tmp_path / "reviews.csv"
+    shutil.copyfile(keyword_csv, data)
+    cfg = _weak_lstm(data)
+    splits = load_splits(cfg.data, cfg.data.seed_for_split(cfg.train.seed), log=lambda line: None)
+    plain = train_run(cfg, splits=splits, runs_dir=tmp_path, run_id="plain", log=lambda line: None)
+    by_path = fit_ngrams_run(plain.run_dir, 2, 5000, runs_dir=tmp_path, run_id="by-path", log=lambda line: None)
+    data.unlink()  # the splits are used as given: nothing is read from the recorded path
+    in_memory = fit_ngrams_run(plain.run_dir, 2, 5000, runs_dir=tmp_path, run_id="in-memory", log=lambda line: None,
+                               splits=splits)
+    a = load_file(str(by_path.run_dir / "model.safetensors"))
+    b = load_file(str(in_memory.run_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+    assert in_memory.metrics["ngram_fit"] == by_path.metrics["ngram_fit"]
+    assert in_memory.metrics["test"]["accuracy"] == pytest.approx(by_path.metrics["test"]["accuracy"])
+    fit = in_memory.metrics["ngram_fit"]["tasks"][0]
+    assert fit["weight"] > 0 and fit["valid_fused"] > fit["valid_lstm"]
 
 
 def test_fit_ngrams_explains_what_is_wrong(keyword_csv, tmp_path, capsys):

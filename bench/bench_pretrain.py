@@ -116,7 +116,7 @@ def render(results: dict, encoder: dict, adapted: list[dict]) -> str:
         f"{a['valid_perplexity']:.0f}, {a['train_seconds'] / 60:.0f} min" for a in adapted)
     return f"""## Language-model pretraining (issue: core engine)
 
-Command: `python bench/bench_pretrain.py --threads 1 --datasets {','.join(results)} --size {max(r['size'] for r in results.values())}`
+Commands: {'; '.join(f"`python bench/bench_pretrain.py --threads 1 --datasets {','.join(n for n in results if results[n]['size'] == size)} --size {size}`" for size in sorted({r['size'] for r in results.values()}, reverse=True))}
 (results in `bench/out/pretrain.json`; members in `bench/out/ens/`).
 
 The encoder: `{command}`. It reads the 25,000 texts of IMDB's training file and never its labels:

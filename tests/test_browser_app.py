@@ -139,9 +139,9 @@ def test_upload_train_watch_and_predict_in_a_browser(app_url, tmp_path):
             field.press("Enter")
             expect(field).to_have_value(value)
         section.get_by_role("button", name="Start pretraining").click()
-        expect(page.get_by_text("Pretraining: completed", exact=True)).to_be_visible(timeout=90_000)
-        expect(page.get_by_text(re.compile(r"^Encoder saved in .*encoders"))).to_be_visible()
-        expect(page.get_by_test_id("stSelectbox").filter(has_text="Init from a pretrained encoder")).to_be_visible()
+        expect(page.get_by_text("Pretraining: completed", exact=True).first).to_be_visible(timeout=90_000)
+        expect(page.get_by_text(re.compile(r"^Encoder saved in .*encoders")).first).to_be_visible()
+        expect(page.get_by_test_id("stSelectbox").filter(has_text="Init from a pretrained encoder").first).to_be_visible()
 
         # predict: the new run is the model on offer
         go("Predict")

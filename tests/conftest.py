@@ -97,3 +97,18 @@ def one_thread():
     """``pytestmark = pytest.mark.usefixtures("one_thread")``: a whole test module on one torch thread."""
     with one_torch_thread():
         yield
+
+
+def rerun_until(at, until, seen, limit: int = 240, pause: float = 0.25):
+    """Rerun a Streamlit AppTest page (as its fragment timer would) until ``until(at)`` holds; on
+    giving up, the error shows ``seen(at)`` (the statuses the page showed)."""
+    import time
+
+    for _ in range(limit):
+        at.run()
+        assert not at.exception, at.exception
+        if until(at):
+            return at
+        time.sleep(pause)
+    raise AssertionError(f"gave up waiting; the page showed: {seen(at)}")
+

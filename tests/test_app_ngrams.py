@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, keyword_csv, one_torch_thread
+from conftest import REPO, keyword_csv, one_torch_thread, rerun_until
 
 TRAIN = str(REPO / "pages" / "2_Train.py")
 EVALUATE = str(REPO / "pages" / "3_Evaluate.py")
@@ -85,14 +84,7 @@ def evaluate_page(owner: str | None = None, prepared=None, run_dir=None) -> AppT
 
 
 def poll(at: AppTest, until, limit: int = 240, pause: float = 0.25) -> AppTest:
-    """Rerun the page (as the fragment timer would) until ``until(at)`` holds."""
-    for _ in range(limit):
-        at.run()
-        assert not at.exception, at.exception
-        if until(at):
-            return at
-        time.sleep(pause)
-    raise AssertionError(f"gave up waiting; n-gram fit statuses seen: {fit_status(at)}")
+    return rerun_until(at, until, fit_status, limit, pause)
 
 
 def folder_bytes(folder) -> dict[str, bytes]:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, keyword_csv, one_torch_thread
+from conftest import REPO, keyword_csv, one_torch_thread, rerun_until
 
 HOME = str(REPO / "streamlit_app.py")
 DATA = str(REPO / "pages" / "1_Data.py")
@@ -42,14 +41,7 @@ def prepared_data(csv_bytes: bytes, name: str = "reviews.csv", labels=("label",)
 
 
 def poll(at: AppTest, until, limit: int = 240, pause: float = 0.5) -> AppTest:
-    """Rerun the page (as the fragment timer would) until ``until(at)`` holds."""
-    for _ in range(limit):
-        at.run()
-        assert not at.exception, at.exception
-        if until(at):
-            return at
-        time.sleep(pause)
-    raise AssertionError(f"gave up waiting; statuses seen: {statuses(at)}")
+    return rerun_until(at, until, statuses, limit, pause)
 
 
 def train_page(prepared, owner: str | None = None) -> AppTest:

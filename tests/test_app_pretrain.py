@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, keyword_csv, one_torch_thread
+from conftest import REPO, keyword_csv, one_torch_thread, rerun_until
 
 TRAIN = str(REPO / "pages" / "2_Train.py")
 
@@ -62,14 +61,7 @@ def tiny_pretraining(at: AppTest, epochs: int = 3, batch_size: int = 16) -> None
 
 
 def poll(at: AppTest, until, limit: int = 240, pause: float = 0.25) -> AppTest:
-    """Rerun the page (as the fragment timer would) until ``until(at)`` holds."""
-    for _ in range(limit):
-        at.run()
-        assert not at.exception, at.exception
-        if until(at):
-            return at
-        time.sleep(pause)
-    raise AssertionError(f"gave up waiting; pretraining statuses seen: {pretrain_status(at)}")
+    return rerun_until(at, until, pretrain_status, limit, pause)
 
 
 def pretrain_job(at: AppTest):

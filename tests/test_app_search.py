@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import REPO, keyword_csv, one_torch_thread
+from conftest import REPO, keyword_csv, one_torch_thread, rerun_until
 
 TRAIN = str(REPO / "pages" / "2_Train.py")
 EVALUATE = str(REPO / "pages" / "3_Evaluate.py")
@@ -57,14 +56,7 @@ def results_table(at: AppTest):
 
 
 def poll(at: AppTest, until, limit: int = 240, pause: float = 0.5) -> AppTest:
-    """Rerun the page (as the fragment timer would) until ``until(at)`` holds."""
-    for _ in range(limit):
-        at.run()
-        assert not at.exception, at.exception
-        if until(at):
-            return at
-        time.sleep(pause)
-    raise AssertionError("gave up waiting for the search")
+    return rerun_until(at, until, lambda a: [str(e.value) for e in (*a.info, *a.success, *a.error)], limit, pause)
 
 
 def test_grid_search_trains_every_trial_and_names_the_best_run(runs_dir):
